@@ -74,6 +74,10 @@ if [ "$needs_install" -eq 1 ]; then
   echo "$extras" > "$stamp"
 fi
 
+# The machine may set PYTHONDONTWRITEBYTECODE=1; bytecode compiled here is
+# still read at import, which saves the sidecar ~20 ms at every start.
+"$venv/bin/python" -m compileall -q pybridge >/dev/null || true
+
 # --- The Elixir client ---------------------------------------------------------
 export LANG=${LANG:-C.UTF-8} LC_ALL=${LC_ALL:-C.UTF-8}
 say "compiling the Elixir client"

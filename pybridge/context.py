@@ -1,0 +1,100 @@
+"""State shared by every handler: the settings and the worker pool.
+
+The worker pool is started in a background thread once the sidecar has
+answered its first frame, so ``hello`` is answered before any worker is
+spawned (start-up time is a benchmark target). ``context.pool`` starts it
+if that has not happened yet and waits until it is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from pybridge.errors import Internal
+
+if TYPE_CHECKING:
+    from pybridge.settings import Settings
+    from pybridge.workers import WorkerPool
+
+__all__ = ["SidecarContext"]
+
+log = logging.getLogger(__name__)
+
+#: How long :meth:`SidecarContext.close` waits for a pool that is still starting.
+_START_JOIN_S = 10.0
+
+
+class SidecarContext:
+    """The settings, the worker pool, and the stores opened so far."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        #: Placeholder for stores kept open between requests (memory stores).
+        self.stores: dict[str, Any] = {}
+        self._pool: WorkerPool | None = None
+        self._pool_error: BaseException | None = None
+        self._pool_ready = threading.Event()
+        self._start_lock = threading.Lock()
+        self._start_thread: threading.Thread | None = None
+        self._closed = False
+
+    def start_pool(self) -> None:
+        """Start the worker pool in a background thread (idempotent)."""
+        with self._start_lock:
+            if self._start_thread is not None or self._closed:
+                return
+            self._start_thread = threading.Thread(
+                target=self._start_pool, name="pybridge-pool-start", daemon=True)
+            self._start_thread.start()
+
+    def _start_pool(self) -> None:
+        try:
+            from pybridge.workers import WorkerPool
+
+            pool = WorkerPool(self.settings.workers, self.settings)
+            pool.start()
+            self._pool = pool
+            log.debug("worker pool ready: %d workers", pool.size)
+        except BaseException as e:
+            self._pool_error = e
+            log.warning("worker pool unavailable: %s: %s", type(e).__name__, e)
+        finally:
+            self._pool_ready.set()
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The running worker pool; waits for it to be ready.
+
+        Raises :class:`~pybridge.errors.Internal` ("worker pool unavailable")
+        when it could not be started.
+        """
+        if not self._pool_ready.is_set():
+            self.start_pool()
+            self._pool_ready.wait()
+        if self._pool is None:
+            err = self._pool_error
+            reason = f"{type(err).__name__}: {err}" if err is not None else "closed"
+            raise Internal("worker pool unavailable", reason=reason)
+        return self._pool
+
+    @property
+    def pool_ready(self) -> bool:
+        """True once the pool is running (never waits)."""
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the worker pool (waiting for it if it is still starting)."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._start_thread
+        if thread is not None:
+            thread.join(_START_JOIN_S)
+        pool, self._pool = self._pool, None
+        self._pool_ready.set()
+        if pool is not None:
+            started = time.monotonic()
+            pool.close()
+            log.debug("worker pool closed in %.3f s", time.monotonic() - started)
