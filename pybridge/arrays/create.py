@@ -1,0 +1,253 @@
+"""``array.create``: new arrays through zarr-python.
+
+The request's numcodecs configs become zarr-python codecs: for Zarr v2 as
+they are; for Zarr v3 ``gzip``, ``zstd`` and ``blosc`` become the core codecs
+and every other id zarr-python's ``numcodecs.<id>`` codec (array-to-array
+filters stay filters, bytes-to-bytes ones go before the compressor). A full
+v3 ``codecs`` list is split into filters, serializer and compressors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pybridge.arrays.metadata import (
+    BLOSC_SHUFFLE,
+    BLOSC_SHUFFLE_NAME,
+    DEFAULT,
+    FIXED_KINDS,
+    ArrayMeta,
+    build,
+    codec_class,
+    forget,
+    import_zarr,
+    is_kind,
+    local_store,
+    locate,
+    open_meta,
+    plain,
+    remember,
+    where,
+)
+from pybridge.arrays.store import StoreRef
+from pybridge.errors import (
+    AlreadyExists,
+    BridgeError,
+    CodecUnavailable,
+    InvalidCodecConfig,
+    InvalidParams,
+    NotFound,
+    StoreError,
+    UnsupportedDtype,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["create_array"]
+
+
+def _given(v: Any) -> bool:
+    return v is not DEFAULT
+
+
+def _blosc_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = dict(config)
+    if cfg.get("id") == "blosc" and isinstance(cfg.get("shuffle"), str):
+        if cfg["shuffle"] not in BLOSC_SHUFFLE:
+            raise InvalidCodecConfig(f"blosc shuffle {cfg['shuffle']!r} is not one of "
+                                     f"{', '.join(BLOSC_SHUFFLE)}", id="blosc", key="shuffle")
+        cfg["shuffle"] = BLOSC_SHUFFLE[cfg["shuffle"]]
+    return cfg
+
+
+def _numcodec(config: Any, allow_pickle: bool) -> Any:
+    from pybridge.codecs import get_codec
+
+    if not isinstance(config, Mapping):
+        raise InvalidCodecConfig("a codec config must be a map with an 'id'", key=None)
+    return get_codec(_blosc_config(config), allow_pickle)
+
+
+def _v3_from_numcodecs(config: Any, itemsize: int, allow_pickle: bool
+                       ) -> tuple[str, dict[str, Any]]:
+    """A numcodecs config as (kind, v3 codec JSON); kind is "aa" or "bb"."""
+    codec = _numcodec(config, allow_pickle)
+    full = plain(codec.get_config())
+    cid = full.pop("id")
+    if cid == "zstd":
+        return "bb", {"name": "zstd", "configuration": {
+            "level": full.get("level", 0), "checksum": full.get("checksum", False)}}
+    if cid == "gzip":
+        return "bb", {"name": "gzip", "configuration": {"level": full.get("level", 5)}}
+    if cid == "blosc":
+        shuffle = full.get("shuffle", 1)
+        if shuffle == -1:
+            shuffle = 2 if itemsize == 1 else 1
+        return "bb", {"name": "blosc", "configuration": {
+            "typesize": itemsize, "cname": full.get("cname", "lz4"),
+            "clevel": full.get("clevel", 5), "shuffle": BLOSC_SHUFFLE_NAME.get(shuffle, "shuffle"),
+            "blocksize": full.get("blocksize", 0)}}
+    name = f"numcodecs.{cid}"
+    cls = codec_class(name)
+    if cls is None:
+        raise CodecUnavailable(f"codec {cid!r} has no Zarr v3 form in zarr-python", id=cid)
+    kind = "aa" if is_kind(cls, "ArrayArrayCodec") else "bb" if is_kind(
+        cls, "BytesBytesCodec") else "ab"
+    if kind == "ab":
+        raise InvalidParams(f"codec {cid!r} turns arrays into bytes: give it in 'codecs' "
+                            "instead of 'compressor' or 'filters'", param="compressor",
+                            expected="a bytes-to-bytes codec")
+    return kind, {"name": name, "configuration": full}
+
+
+def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
+    """A full v3 codec list as zarr.create_array's filters/serializer/compressors."""
+    zarr = import_zarr()
+    from zarr.registry import get_codec_class
+
+    filters, serializer, compressors = [], None, []
+    for c in codecs:
+        if not (isinstance(c, Mapping) and isinstance(c.get("name"), str)):
+            raise InvalidParams("each v3 codec is a map with a str 'name'",
+                                param="codecs", expected="v3 codec json")
+        try:
+            cls = get_codec_class(c["name"])
+        except KeyError:
+            raise CodecUnavailable(f"unknown Zarr v3 codec {c['name']!r}",
+                                   id=c["name"]) from None
+        try:
+            codec = cls.from_dict(dict(c))
+        except Exception as e:
+            raise InvalidCodecConfig(f"codec {c['name']!r} rejected its config: {e}",
+                                     id=c["name"], key=None) from None
+        if isinstance(codec, zarr.abc.codec.ArrayArrayCodec):
+            if serializer is not None:
+                raise InvalidParams("array-to-array codecs come before the serializer",
+                                    param="codecs", expected="v3 codec order")
+            filters.append(codec)
+        elif isinstance(codec, zarr.abc.codec.ArrayBytesCodec):
+            if serializer is not None:
+                raise InvalidParams("only one array-to-bytes codec is allowed",
+                                    param="codecs", expected="v3 codec order")
+            serializer = codec
+        else:
+            if serializer is None:
+                raise InvalidParams("bytes-to-bytes codecs come after the serializer",
+                                    param="codecs", expected="v3 codec order")
+            compressors.append(codec)
+    if serializer is None:
+        raise InvalidParams("the codecs need one array-to-bytes codec (e.g. 'bytes')",
+                            param="codecs", expected="v3 codec order")
+    return {"filters": filters, "serializer": serializer, "compressors": compressors}
+
+
+def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: bool
+                   ) -> dict[str, Any]:
+    fmt = p["zarr_format"]
+    shape, chunks = p["shape"], p["chunks"]
+    if len(shape) != len(chunks):
+        raise InvalidParams(f"chunks has {len(chunks)} dimensions, shape has {len(shape)}",
+                            param="chunks", expected=f"{len(shape)} ints")
+    if any(c < 1 for c in chunks):
+        raise InvalidParams("chunk lengths must be at least 1", param="chunks",
+                            expected="ints >= 1")
+    kw: dict[str, Any] = {"shape": tuple(shape), "chunks": tuple(chunks), "dtype": dtype,
+                          "zarr_format": fmt}
+    if p.get("attributes") is not None:
+        kw["attributes"] = p["attributes"]
+    if _given(p["fill_value"]):
+        kw["fill_value"] = p["fill_value"]
+    sep = p.get("dimension_separator")
+    if fmt == 2:
+        for name in ("codecs", "shards", "dimension_names"):
+            if p.get(name) is not None:
+                raise InvalidParams(f"{name!r} is for Zarr v3 arrays only", param=name,
+                                    expected="absent for zarr_format 2")
+        if _given(p["compressor"]):
+            kw["compressors"] = (None if p["compressor"] is None
+                                 else _numcodec(p["compressor"], allow_pickle))
+        if _given(p["filters"]) and p["filters"]:
+            kw["filters"] = [_numcodec(f, allow_pickle) for f in p["filters"]]
+        elif _given(p["filters"]):
+            kw["filters"] = None
+        if p.get("order"):
+            kw["order"] = p["order"]
+        if sep:
+            kw["chunk_key_encoding"] = {"name": "v2", "separator": sep}
+        return kw
+    if p.get("order") == "F":
+        raise InvalidParams("order 'F' is for Zarr v2 arrays only (v3 stores C order)",
+                            param="order", expected="'C' for zarr_format 3")
+    if p.get("codecs") is not None:
+        if _given(p["compressor"]) or _given(p["filters"]):
+            raise InvalidParams("give either 'codecs' or 'compressor'/'filters', not both",
+                                param="codecs", expected="codecs alone")
+        kw.update(_split_v3_codecs(p["codecs"]))
+    else:
+        aa: list[dict[str, Any]] = []
+        bb: list[dict[str, Any]] = []
+        for f in (p["filters"] or []) if _given(p["filters"]) else []:
+            kind, js = _v3_from_numcodecs(f, dtype.itemsize, allow_pickle)
+            (aa if kind == "aa" else bb).append(js)
+        if _given(p["filters"]):
+            kw["filters"] = aa
+        if _given(p["compressor"]):
+            if p["compressor"] is not None:
+                bb.append(_v3_from_numcodecs(p["compressor"], dtype.itemsize, allow_pickle)[1])
+            kw["compressors"] = bb
+        elif bb:  # shuffle-like filters, then zarr-python's default compressor
+            kw["compressors"] = [*bb, {"name": "zstd",
+                                       "configuration": {"level": 0, "checksum": False}}]
+    if p.get("shards") is not None:
+        kw["shards"] = tuple(p["shards"])
+    if p.get("dimension_names") is not None:
+        kw["dimension_names"] = p["dimension_names"]
+    if sep:
+        kw["chunk_key_encoding"] = {"name": "default", "separator": sep}
+    return kw
+
+
+def create_array(ref: StoreRef, p: Mapping[str, Any], allow_pickle: bool = False) -> ArrayMeta:
+    """Create (or, for modes ``a``/``r``/``r+``, open) the array at ``ref``."""
+    from pybridge.dtypes import is_variable, parse_dtype
+
+    mode = p["mode"]
+    if mode in ("r", "r+"):
+        return open_meta(ref, allow_pickle)
+    if mode == "a":
+        try:
+            return open_meta(ref, allow_pickle)
+        except NotFound as e:
+            if e.details.get("node_type") == "group":
+                raise AlreadyExists(f"a group exists at {where(ref)}", path=ref.path) from None
+    dtype = parse_dtype(p["dtype"])
+    if is_variable(dtype) or dtype.kind not in FIXED_KINDS or dtype.fields is not None:
+        raise UnsupportedDtype(f"creating {p['dtype']!r} arrays is not supported yet",
+                               dtype=p["dtype"])
+    kw = _create_kwargs(p, dtype, allow_pickle)
+    zarr = import_zarr()
+    from zarr import errors as ze
+
+    try:
+        z = zarr.create_array(local_store(ref, False), name=ref.path or None,
+                              overwrite=(mode == "w"), **kw)
+    except BridgeError:
+        raise
+    except (ze.ContainsArrayError, ze.ContainsGroupError, ze.ContainsArrayAndGroupError) as e:
+        raise AlreadyExists(f"a node exists at {where(ref)}: {e}", path=ref.path) from None
+    except KeyError as e:
+        raise CodecUnavailable(f"unknown codec {e}", id=str(e.args[0]) if e.args else None) \
+            from None
+    except OSError as e:
+        raise StoreError(f"cannot create the array at {where(ref)}: {e}",
+                         path=ref.path) from None
+    except (TypeError, ValueError) as e:
+        raise InvalidParams(f"zarr-python rejected the array: {e}", param=None,
+                            expected="valid array metadata") from None
+    forget(ref)
+    fmt, sig = locate(ref)
+    meta = build(ref, fmt, sig, z.metadata, allow_pickle)
+    remember(meta)
+    return meta

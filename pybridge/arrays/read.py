@@ -1,0 +1,211 @@
+"""``array.read``: decode a selection, then send it inline, streamed or by handoff.
+
+Three paths, chosen by the result's size:
+
+- *in place*: a selection touching one or two small chunks is decoded in the
+  handler thread (no worker round trip);
+- *streamed*: the selection is cut into bands of whole chunk rows along
+  axis 0 (a few MiB each). The workers decode one band into a reused
+  shared-memory buffer while the handler sends the previous band as
+  ``stream.data`` frames, so at most two bands are in flight and the
+  sidecar's memory stays bounded whatever the selection's size;
+- *handoff*: with ``handoff: true`` and a result of at least the handoff
+  threshold, the workers decode straight into one fresh segment, which is
+  handed to the client (who reads and unlinks it).
+
+Data is always little-endian C order of the selection's shape.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, wait
+from typing import TYPE_CHECKING, Any
+
+from pybridge.arrays.buffers import BUFFERS, split
+from pybridge.arrays.chunks import (
+    as_banded,
+    band_ranges,
+    chunk_parts,
+    count_chunks,
+    normalize_selection,
+    product,
+    rows_per_band,
+)
+from pybridge.arrays.metadata import ArrayMeta, require_fixed_size
+from pybridge.arrays.worker import fill_parts, out_dtype, read_parts
+from pybridge.errors import TooLarge
+
+if TYPE_CHECKING:
+    from pybridge.call import Call
+    from pybridge.shm import Segment
+
+__all__ = ["MAX_HANDOFF_BYTES", "check_request_size", "read_array"]
+
+MiB = 1 << 20
+#: Largest result sent by handoff (one segment in /dev/shm).
+MAX_HANDOFF_BYTES = 4 << 30
+#: A band holds at least this much (and at least 2 chunks per worker) ...
+BAND_TARGET_BYTES = 4 * MiB
+#: ... and at most this much, unless one chunk row is bigger.
+BAND_MAX_BYTES = 32 * MiB
+#: Selections touching at most this many chunks, of at most this many
+#: decoded bytes in all, are decoded in the handler thread.
+IN_PLACE_CHUNKS = 2
+IN_PLACE_BYTES = 4 * MiB
+#: A band's chunks are cut into this many tasks per worker (each task costs a
+#: round trip to a worker, and on few cores the sidecar competes for the CPU).
+TASKS_PER_WORKER = 1
+
+
+def read_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
+               stop: Sequence[int] | None, handoff: bool) -> dict[str, Any]:
+    """The ``array.read`` result for ``[start, stop)`` of the array ``meta``."""
+    import numpy as np
+
+    require_fixed_size(meta)
+    spec = meta.spec
+    lo, hi = normalize_selection(meta.shape, start, stop)
+    sel_shape = tuple(b - a for a, b in zip(lo, hi))
+    dtype = out_dtype(spec.dtype)
+    nbytes = product(sel_shape) * dtype.itemsize
+    result: dict[str, Any] = {"shape": list(sel_shape), "dtype": meta.wire_dtype}
+    if nbytes == 0:
+        result["data"] = b""
+        return result
+    settings = call.context.settings
+    check_request_size(settings, nbytes)
+    shape, grid, blo, bhi = as_banded(spec.shape, spec.grid, lo, hi)
+    band_sel = tuple(b - a for a, b in zip(blo, bhi))
+    nchunks = count_chunks(blo, bhi, grid)
+
+    if handoff and nbytes >= settings.handoff_threshold:
+        result["shm"] = _handoff(call, meta, shape, grid, blo, bhi, nbytes)
+        return result
+
+    chunk_bytes = product(grid) * np.dtype(spec.dtype).itemsize
+    if nchunks <= IN_PLACE_CHUNKS and nchunks * chunk_bytes + nbytes <= IN_PLACE_BYTES:
+        out = np.empty(band_sel, dtype=dtype)
+        fill_parts(out, spec, chunk_parts(shape, grid, blo, bhi))
+        if nbytes <= settings.stream_frame_bytes:
+            result["data"] = out.tobytes()
+        else:
+            call.send_data(out.data)
+        return result
+
+    _banded(call, meta, shape, grid, blo, bhi, nbytes, result)
+    return result
+
+
+def check_request_size(settings: Any, nbytes: int) -> None:
+    """:class:`TooLarge` past ``settings.max_request_bytes`` (when it is set)."""
+    limit = getattr(settings, "max_request_bytes", None)
+    if limit is not None and nbytes > limit:
+        raise TooLarge(f"the request moves {nbytes} bytes, over the limit of {limit}",
+                       bytes=nbytes, limit=limit)
+
+
+def _band_rows(call: Call, shape: tuple[int, ...], grid: tuple[int, ...],
+               blo: tuple[int, ...], bhi: tuple[int, ...], itemsize: int) -> int:
+    band_sel = tuple(b - a for a, b in zip(blo, bhi))
+    row_bytes = product(band_sel[1:]) * itemsize
+    per_row = count_chunks((0, *blo[1:]), (1, *bhi[1:]), (1, *grid[1:]))
+    return rows_per_band(grid[0], band_sel[0], row_bytes, per_row, call.context.pool.size,
+                         BAND_TARGET_BYTES, BAND_MAX_BYTES)
+
+
+def _submit(call: Call, meta: ArrayMeta, seg: Segment, offset: int,
+            band_shape: tuple[int, ...], parts: list[Any], keep: bool,
+            futures: list[Future[Any]]) -> None:
+    """Submit the band's decode tasks into ``futures`` (as they go, for cleanup)."""
+    pool = call.context.pool
+    for group in split(parts, TASKS_PER_WORKER * pool.size):
+        futures.append(pool.submit(read_parts, meta.spec, seg.path, offset, band_shape,
+                                   group, keep))
+
+
+def _settle(futures: list[Future[Any]]) -> None:
+    """Wait for every future; then raise the first failure, if any."""
+    wait(futures)
+    for f in futures:
+        f.result()
+
+
+def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
+            blo: tuple[int, ...], bhi: tuple[int, ...], nbytes: int,
+            result: dict[str, Any]) -> None:
+    itemsize = out_dtype(meta.spec.dtype).itemsize
+    rows = _band_rows(call, shape, grid, blo, bhi, itemsize)
+    row_bytes = product(tuple(b - a for a, b in zip(blo[1:], bhi[1:]))) * itemsize
+    band_bytes = min(rows * row_bytes, nbytes)
+    inline = nbytes <= call.context.settings.stream_frame_bytes
+    free: list[Segment] = []
+    taken: list[Segment] = []
+    pending: deque[tuple[Segment, int, list[Future[Any]]]] = deque()
+
+    def flush() -> None:
+        seg, size, futures = pending.popleft()
+        _settle(futures)
+        if inline:
+            result["data"] = result.get("data", b"") + bytes(seg.buf[:size])
+        else:
+            call.send_data(seg.buf[:size])
+        free.append(seg)
+
+    try:
+        for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):
+            call.check_cancelled()
+            band_shape = (b - a, *(y - x for x, y in zip(blo[1:], bhi[1:])))
+            if not free:
+                seg = BUFFERS.take(band_bytes)
+                taken.append(seg)
+                free.append(seg)
+            seg = free.pop()
+            parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
+            futures: list[Future[Any]] = []
+            pending.append((seg, (b - a) * row_bytes, futures))
+            _submit(call, meta, seg, 0, band_shape, parts, True, futures)
+            if len(pending) == 2:
+                flush()
+        while pending:
+            flush()
+    finally:
+        for _, _, futures in pending:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+        for seg in taken:
+            BUFFERS.give(seg)
+
+
+def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
+             blo: tuple[int, ...], bhi: tuple[int, ...], nbytes: int) -> dict[str, Any]:
+    from pybridge.shm import Segment
+
+    if nbytes > MAX_HANDOFF_BYTES:
+        raise TooLarge(f"a handoff result of {nbytes} bytes is over the limit of "
+                       f"{MAX_HANDOFF_BYTES} bytes", bytes=nbytes, limit=MAX_HANDOFF_BYTES)
+    itemsize = out_dtype(meta.spec.dtype).itemsize
+    row_bytes = product(tuple(b - a for a, b in zip(blo[1:], bhi[1:]))) * itemsize
+    rows = _band_rows(call, shape, grid, blo, bhi, itemsize)
+    seg = Segment.create(nbytes, "read")
+    futures: list[Future[Any]] = []
+    try:
+        for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):
+            call.check_cancelled()
+            band_shape = (b - a, *(y - x for x, y in zip(blo[1:], bhi[1:])))
+            parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
+            _submit(call, meta, seg, (a - blo[0]) * row_bytes, band_shape, parts, False,
+                    futures)
+        _settle(futures)
+        call.check_cancelled()  # a dropped reply would leak the segment
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        wait(futures)
+        seg.close()
+        seg.unlink()
+        raise
+    seg.close()
+    return {"path": seg.path, "bytes": nbytes}

@@ -1,0 +1,231 @@
+"""``array.write``: encode a box of data into the chunks it covers.
+
+The data (inline, or an upload stream read piece by piece) is C-order,
+little-endian, of the box's shape. It is gathered into bands of whole chunk
+rows of the target array along axis 0; as soon as a band is complete its
+chunks are encoded in parallel by the workers, which write the chunk files
+themselves. Two band buffers are used in turn, so memory stays bounded
+whatever the data's size.
+
+Partial chunks are read-modify-write. Every chunk is locked (per array and
+chunk, inside this sidecar) from before its task is submitted until the task
+is done, so concurrent writes touching the same chunk never lose each
+other's updates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, wait
+from typing import TYPE_CHECKING, Any
+
+from pybridge.arrays.buffers import BUFFERS, split
+from pybridge.arrays.chunks import (
+    ChunkPart,
+    as_banded,
+    band_ranges,
+    chunk_parts,
+    count_chunks,
+    normalize_selection,
+    product,
+    rows_per_band,
+)
+from pybridge.arrays.metadata import ArrayMeta, require_fixed_size
+from pybridge.arrays.read import check_request_size
+from pybridge.arrays.worker import out_dtype, store_parts, write_parts
+from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
+
+if TYPE_CHECKING:
+    from pybridge.call import Call
+    from pybridge.shm import Segment
+
+__all__ = ["LOCKS", "LockTable", "write_array"]
+
+MiB = 1 << 20
+BAND_TARGET_BYTES = 4 * MiB
+BAND_MAX_BYTES = 32 * MiB
+IN_PLACE_CHUNKS = 2
+IN_PLACE_BYTES = 4 * MiB
+#: A band's chunks are cut into this many tasks per worker (each task costs a
+#: round trip to a worker, and on few cores the sidecar competes for the CPU).
+TASKS_PER_WORKER = 1
+
+
+class LockTable:
+    """Named locks taken all at once: no lock order, so no deadlock.
+
+    :meth:`acquire` waits until none of the keys is held, then holds them
+    all; :meth:`release` lets them go.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[Hashable] = set()
+        self._cond = threading.Condition()
+
+    def acquire(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        wanted = list(dict.fromkeys(keys))
+        with self._cond:
+            while any(k in self._held for k in wanted):
+                self._cond.wait()
+            self._held.update(wanted)
+        return wanted
+
+    def release(self, keys: Iterable[Hashable]) -> None:
+        with self._cond:
+            self._held.difference_update(keys)
+            self._cond.notify_all()
+
+    def held(self) -> int:
+        with self._cond:
+            return len(self._held)
+
+
+LOCKS = LockTable()
+
+
+def _lock_keys(meta: ArrayMeta, parts: Sequence[ChunkPart]) -> list[Hashable]:
+    return [(meta.spec.dir, p.coords) for p in parts]
+
+
+class _Source:
+    """Reads exactly the bytes asked for from a sequence of pieces."""
+
+    def __init__(self, pieces: Iterable[Any]) -> None:
+        self._it: Iterator[Any] = iter(pieces)
+        self._rest = memoryview(b"")
+
+    def readinto(self, dst: memoryview) -> None:
+        n = 0
+        total = dst.nbytes
+        while n < total:
+            if not self._rest.nbytes:
+                try:
+                    piece = next(self._it)
+                except StopIteration:
+                    raise DataSizeMismatch("the data ended before the box was filled",
+                                           expected=total, got=n) from None
+                self._rest = memoryview(piece).cast("B")
+                continue
+            k = min(self._rest.nbytes, total - n)
+            dst[n:n + k] = self._rest[:k]
+            self._rest = self._rest[k:]
+            n += k
+
+
+def write_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
+                shape: Sequence[int], data: Any) -> dict[str, Any]:
+    """Write ``data`` (bytes, or None for the call's upload) at ``start``."""
+    import numpy as np
+
+    require_fixed_size(meta)
+    spec = meta.spec
+    ndim = len(meta.shape)
+    if len(shape) != ndim:
+        raise InvalidSelection(f"shape has {len(shape)} dimensions, the array has {ndim}",
+                               param="shape", ndim=ndim)
+    if any(n < 0 for n in shape):
+        raise InvalidSelection("negative extent in shape", param="shape")
+    begin = tuple(start) if start is not None else (0,) * ndim
+    if len(begin) != ndim:
+        raise InvalidSelection(f"start has {len(begin)} dimensions, the array has {ndim}",
+                               param="start", ndim=ndim)
+    lo, hi = normalize_selection(meta.shape, begin, tuple(a + n for a, n in zip(begin, shape)))
+    dtype = out_dtype(spec.dtype)
+    nbytes = product(shape) * dtype.itemsize
+    if data is not None:
+        got = memoryview(data).nbytes
+    else:
+        declared = call.upload_bytes
+        if declared is None:
+            raise InvalidParams("array.write needs 'data' or 'stream'", param="data",
+                                expected="bin")
+        got = declared
+    check_request_size(call.context.settings, got)
+    if got != nbytes:
+        raise DataSizeMismatch(
+            f"{got} bytes of data for a box of shape {list(shape)} of {meta.wire_dtype!r} "
+            f"({nbytes} bytes)", expected=nbytes, got=got)
+    if nbytes == 0:
+        return {"bytes": 0}
+    bshape, grid, blo, bhi = as_banded(spec.shape, spec.grid, lo, hi)
+    band_sel = tuple(b - a for a, b in zip(blo, bhi))
+    nchunks = count_chunks(blo, bhi, grid)
+    chunk_bytes = product(grid) * dtype.itemsize
+    if data is not None and nchunks <= IN_PLACE_CHUNKS and \
+            nchunks * chunk_bytes <= IN_PLACE_BYTES:
+        src = np.frombuffer(data, dtype=dtype).reshape(band_sel)
+        parts = chunk_parts(bshape, grid, blo, bhi)
+        keys = LOCKS.acquire(_lock_keys(meta, parts))
+        try:
+            store_parts(src, spec, parts)
+        finally:
+            LOCKS.release(keys)
+        return {"bytes": nbytes}
+    source = _Source([data] if data is not None else call.upload())
+    _banded(call, meta, bshape, grid, blo, bhi, source)
+    return {"bytes": nbytes}
+
+
+def _releaser(keys: list[Hashable]) -> Callable[[Future[Any]], None]:
+    """A done-callback that releases ``keys``."""
+    def release(_: Future[Any]) -> None:
+        LOCKS.release(keys)
+    return release
+
+
+def _submit_locked(call: Call, meta: ArrayMeta, seg: Segment, band_shape: tuple[int, ...],
+                   parts: list[ChunkPart], futures: list[Future[Any]]) -> None:
+    """Submit the band's chunk tasks, each holding its chunks' locks, into ``futures``."""
+    pool = call.context.pool
+    for group in split(parts, TASKS_PER_WORKER * pool.size):
+        keys = LOCKS.acquire(_lock_keys(meta, group))
+        try:
+            f = pool.submit(write_parts, meta.spec, seg.path, 0, band_shape, group, True)
+        except BaseException:
+            LOCKS.release(keys)
+            raise
+        f.add_done_callback(_releaser(keys))
+        futures.append(f)
+
+
+def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
+            blo: tuple[int, ...], bhi: tuple[int, ...], source: _Source) -> None:
+    itemsize = out_dtype(meta.spec.dtype).itemsize
+    inner = tuple(b - a for a, b in zip(blo[1:], bhi[1:]))
+    row_bytes = product(inner) * itemsize
+    per_row = count_chunks((0, *blo[1:]), (1, *bhi[1:]), (1, *grid[1:]))
+    rows = rows_per_band(grid[0], bhi[0] - blo[0], row_bytes, per_row, call.context.pool.size,
+                         BAND_TARGET_BYTES, BAND_MAX_BYTES)
+    band_bytes = min(rows * row_bytes, (bhi[0] - blo[0]) * row_bytes)
+    segs: list[Segment] = []
+    in_flight: dict[int, list[Future[Any]]] = {}
+    try:
+        for i, (a, b) in enumerate(band_ranges(blo[0], bhi[0], grid[0], rows)):
+            call.check_cancelled()
+            slot = i % 2
+            if slot in in_flight:
+                futures = in_flight.pop(slot)
+                wait(futures)
+                for f in futures:
+                    f.result()
+            if len(segs) <= slot:
+                segs.append(BUFFERS.take(band_bytes))
+            seg = segs[slot]
+            source.readinto(seg.buf[:(b - a) * row_bytes])
+            parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
+            in_flight[slot] = []
+            _submit_locked(call, meta, seg, (b - a, *inner), parts, in_flight[slot])
+        for futures in list(in_flight.values()):
+            wait(futures)
+        for futures in in_flight.values():
+            for f in futures:
+                f.result()
+        in_flight.clear()
+    finally:
+        for futures in in_flight.values():
+            for f in futures:
+                f.cancel()
+            wait(futures)
+        for seg in segs:
+            BUFFERS.give(seg)
