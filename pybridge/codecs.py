@@ -1,0 +1,303 @@
+"""Access to the numcodecs codec registry, with the sidecar's safety rules.
+
+:func:`get_codec` turns a wire codec config into a numcodecs ``Codec``, and
+maps every way that can fail onto a wire error:
+
+- an unknown id, or a codec whose optional package does not import, is
+  :class:`~pybridge.errors.CodecUnavailable`;
+- ``pickle`` (which runs code on decode), and any config that nests a
+  ``pickle`` config, is :class:`~pybridge.errors.CodecForbidden` unless the
+  sidecar allows pickle; a config naming an ``object`` dtype (``vlen-array``
+  with ``"O"``, ``astype`` to ``"O"``...) is always forbidden: numcodecs would
+  write or read raw object pointers;
+- a config the codec rejects is :class:`~pybridge.errors.InvalidCodecConfig`
+  with ``details["key"]`` naming the bad key when it can be told.
+
+Codec instances are cached by their config, so repeated calls are cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numcodecs
+import numcodecs.registry
+import numpy as np
+from numcodecs.abc import Codec
+
+from pybridge.errors import CodecForbidden, CodecUnavailable, InvalidCodecConfig
+
+__all__ = ["FORBIDDEN_IDS", "OPTIONAL_CODECS", "get_codec", "list_codecs"]
+
+#: Codec ids that can run code on decode: refused unless pickle is allowed.
+FORBIDDEN_IDS = frozenset({"pickle"})
+
+#: Codecs numcodecs registers only when an optional package imports, with the
+#: module that holds each. They are listed even when unavailable.
+OPTIONAL_CODECS: dict[str, str] = {
+    "blosc": "numcodecs.blosc",
+    "zstd": "numcodecs.zstd",
+    "lz4": "numcodecs.lz4",
+    "zfpy": "numcodecs.zfpy",
+    "msgpack2": "numcodecs.msgpacks",
+    "crc32c": "numcodecs.checksum32",
+    "pcodec": "numcodecs.pcodec",
+}
+
+_CACHE_SIZE = 256
+_cache: OrderedDict[str, Codec] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------
+# Checks numcodecs itself postpones to the first encode or decode
+
+def _is_int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return (isinstance(v, int) and not isinstance(v, bool)
+                and (lo is None or v >= lo) and (hi is None or v <= hi))
+    return check
+
+
+def _one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: not isinstance(v, bool) and v in choices
+
+
+_EARLY_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "blosc": {
+        "cname": (_one_of("blosclz", "lz4", "lz4hc", "zlib", "zstd", "snappy"),
+                  "one of blosclz, lz4, lz4hc, zlib, zstd"),
+        "clevel": (_is_int(0, 9), "an int in [0, 9]"),
+        "shuffle": (_one_of(-1, 0, 1, 2), "one of -1 (auto), 0, 1, 2"),
+        "blocksize": (_is_int(0), "an int >= 0"),
+    },
+    "zstd": {"level": (_is_int(-131072, 22), "an int <= 22"),
+             "checksum": (lambda v: isinstance(v, bool), "a bool")},
+    "zlib": {"level": (_is_int(0, 9), "an int in [0, 9]")},
+    "gzip": {"level": (_is_int(0, 9), "an int in [0, 9]")},
+    "bz2": {"level": (_is_int(1, 9), "an int in [1, 9]")},
+    "lz4": {"acceleration": (_is_int(1), "an int >= 1")},
+    "shuffle": {"elementsize": (_is_int(1), "an int >= 1")},
+    "zfpy": {"mode": (_one_of(1, 2, 3, 4), "one of 1, 2, 3, 4")},
+    "pcodec": {"level": (_is_int(0, 12), "an int in [0, 12]")},
+}
+
+
+def _early_check(codec_id: str, cfg: Mapping[str, Any]) -> None:
+    for key, (check, expected) in _EARLY_CHECKS.get(codec_id, {}).items():
+        if key in cfg and not check(cfg[key]):
+            raise InvalidCodecConfig(
+                f"codec {codec_id!r}: {key!r} must be {expected}, got {cfg[key]!r}",
+                id=codec_id, key=key, expected=expected)
+
+
+# --------------------------------------------------------------------------
+# Safety
+
+_DTYPE_KEY = re.compile(r"(^|_)(dtype|astype)$")
+
+
+def _is_object_dtype(value: Any) -> bool:
+    try:
+        kind: str = np.dtype(value).kind
+    except Exception:  # noqa: BLE001 - not a dtype at all: the codec will say
+        return False
+    return kind == "O"
+
+
+def check_safe(config: Any, allow_pickle: bool, _top: bool = True) -> None:
+    """Raise CodecForbidden if ``config`` (at any depth) could run code or
+    expose raw pointers."""
+    if isinstance(config, Mapping):
+        cid = config.get("id")
+        if cid in FORBIDDEN_IDS and not allow_pickle:
+            where = "" if _top else " (nested)"
+            raise CodecForbidden(
+                f"codec {cid!r}{where} can run code on decode; start the sidecar with "
+                "--allow-pickle to use it", id=cid)
+        for key, value in config.items():
+            if isinstance(key, str) and _DTYPE_KEY.search(key) and _is_object_dtype(value):
+                raise CodecForbidden(
+                    f"codec {cid!r}: an object dtype in {key!r} would read or write raw "
+                    "object pointers", id=cid, key=key)
+            check_safe(value, allow_pickle, False)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            check_safe(value, allow_pickle, False)
+
+
+# --------------------------------------------------------------------------
+# Registry
+
+def _unavailable_reason(codec_id: str) -> str | None:
+    """Why a codec id cannot be used, or None when its class loads."""
+    try:
+        _codec_class(codec_id)
+    except CodecUnavailable as exc:
+        return exc.message
+    return None
+
+
+def _codec_class(codec_id: str) -> type[Codec]:
+    cls: Any = numcodecs.registry.codec_registry.get(codec_id)
+    if cls is not None:
+        return cls  # type: ignore[no-any-return]
+    entry = numcodecs.registry.entries.get(codec_id)
+    if entry is not None:
+        try:
+            cls = entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is unavailable
+            raise CodecUnavailable(
+                f"codec {codec_id!r} failed to load from its entry point: {exc}",
+                id=codec_id, reason=str(exc)) from None
+        numcodecs.registry.register_codec(cls, codec_id=codec_id)
+        return cls  # type: ignore[no-any-return]
+    module = OPTIONAL_CODECS.get(codec_id)
+    if module is not None:
+        try:
+            importlib.import_module(module)
+            reason = f"numcodecs did not register {codec_id!r}"
+        except Exception as exc:  # noqa: BLE001 - usually ImportError
+            reason = f"{type(exc).__name__}: {exc}"
+        raise CodecUnavailable(f"codec {codec_id!r} is unavailable: {reason}",
+                               id=codec_id, reason=reason)
+    raise CodecUnavailable(f"unknown codec id {codec_id!r}", id=codec_id, reason="unknown id")
+
+
+def _wire_value(value: Any) -> Any:
+    """A config value as a msgpack-able value."""
+    if isinstance(value, Mapping):
+        return {str(k): _wire_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wire_value(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.dtype):
+        return value.str
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    return repr(value)
+
+
+def _default_config(cls: type[Codec]) -> dict[str, Any] | None:
+    """The codec's config with every default, or None when it has required params.
+
+    Keys that its own ``from_config`` would refuse (zfpy reports
+    ``compression_kwargs``) are left out, so the map can be sent back as is.
+    """
+    try:
+        config = dict(cls().get_config())
+    except Exception:  # noqa: BLE001 - the codec has required params
+        return None
+    for _ in range(len(config)):
+        try:
+            cls.from_config({k: v for k, v in config.items() if k != "id"})
+            break
+        except TypeError as exc:
+            m = _UNEXPECTED_RE.search(str(exc))
+            if not m or m.group(1) not in config:
+                return None
+            del config[m.group(1)]
+        except Exception:  # noqa: BLE001
+            return None
+    wire = _wire_value(config)
+    return wire if isinstance(wire, dict) else None
+
+
+def list_codecs(allow_pickle: bool) -> list[dict[str, Any]]:
+    """Every codec id numcodecs knows (entry points included) and the
+    optional ones, with whether each can be used here."""
+    ids = (set(numcodecs.registry.codec_registry) | set(numcodecs.registry.entries)
+           | set(OPTIONAL_CODECS))
+    out = []
+    for codec_id in sorted(ids):
+        reason = _unavailable_reason(codec_id)
+        default = None
+        if reason is None:
+            default = _default_config(_codec_class(codec_id))
+        out.append({
+            "id": codec_id,
+            "available": reason is None,
+            "reason": reason,
+            "forbidden": codec_id in FORBIDDEN_IDS and not allow_pickle,
+            "default_config": default,
+        })
+    return out
+
+
+# --------------------------------------------------------------------------
+# Building codecs
+
+_UNEXPECTED_RE = re.compile(r"unexpected keyword argument '([^']+)'")
+_MISSING_RE = re.compile(r"missing \d+ required (?:positional|keyword-only) arguments?: '([^']+)'")
+
+
+def _bad_key(exc: Exception, cfg: Mapping[str, Any]) -> str | None:
+    """Which config key an exception from a codec's constructor is about."""
+    msg = str(exc)
+    for pattern in (_UNEXPECTED_RE, _MISSING_RE):
+        m = pattern.search(msg)
+        if m:
+            return m.group(1)
+    for key in cfg:
+        if re.search(rf"\b{re.escape(key)}\b", msg):
+            return key
+    for key, value in cfg.items():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            if f"'{value}'" in msg or f'"{value}"' in msg:
+                return key
+    if re.search(r"\b(dtype|data type)", msg):
+        keys = [k for k in cfg if "dtype" in k]
+        if len(keys) == 1:
+            return keys[0]
+    return None
+
+
+def _cache_key(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=repr)
+
+
+def get_codec(config: Any, allow_pickle: bool) -> Codec:
+    """The numcodecs codec for a wire config (cached). See the module doc."""
+    if not isinstance(config, Mapping):
+        raise InvalidCodecConfig("a codec config must be a map with an 'id'", key=None)
+    codec_id = config.get("id")
+    if not isinstance(codec_id, str) or not codec_id:
+        raise InvalidCodecConfig("a codec config needs a str 'id'", key="id")
+    check_safe(config, allow_pickle)
+    try:
+        key = _cache_key(config)
+    except (TypeError, ValueError) as exc:
+        raise InvalidCodecConfig(f"codec {codec_id!r}: config is not plain data: {exc}",
+                                 id=codec_id, key=None) from None
+    with _cache_lock:
+        codec = _cache.get(key)
+        if codec is not None:
+            _cache.move_to_end(key)
+            return codec
+    cls = _codec_class(codec_id)
+    if codec_id == "pickle" and allow_pickle:
+        # numcodecs keeps its own switch; the sidecar's --allow-pickle is the
+        # operator's opt-in. Every other path is refused by check_safe above.
+        import numcodecs.pickles
+
+        numcodecs.pickles.ALLOW_UNSAFE_PICKLE_DECODE = True
+    cfg = {k: v for k, v in config.items() if k != "id"}
+    _early_check(codec_id, cfg)
+    try:
+        codec = cls.from_config(dict(cfg))
+    except Exception as exc:  # noqa: BLE001 - any rejection is a config error
+        bad = _bad_key(exc, cfg)
+        raise InvalidCodecConfig(f"codec {codec_id!r} rejected its config: {exc}",
+                                 id=codec_id, key=bad) from None
+    with _cache_lock:
+        _cache[key] = codec
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return codec

@@ -1,0 +1,291 @@
+"""The ``codec.*`` methods (PROTOCOL.md §6).
+
+Every encode and decode runs in the worker pool (:mod:`pybridge.tasks`), so
+the sidecar's own threads only check params, move bytes and reply. Codec
+configs and dtypes are checked here first, so a bad request is answered
+without a round trip to a worker and a forbidden codec never reaches one.
+
+Large inputs may arrive as an upload stream (``"stream": {"bytes": n}`` in
+place of ``"data"``), and large results leave as a result stream
+(:meth:`~pybridge.call.Call.reply_bytes`). Variable-length data (``string``
+and ``bytes`` dtypes, and codecs such as ``vlen-utf8`` or ``json2`` that work
+on object arrays) travels as ``"values"``, a list, in both directions.
+
+This module stays cheap to import: numpy, numcodecs and zarr are imported by
+the handlers.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
+
+from pybridge.errors import BridgeError, InvalidParams, TooLarge
+from pybridge.methods import Method
+from pybridge.params import Any_, Bin, Int, IntList, List, Map, Param, Str
+
+if TYPE_CHECKING:
+    from pybridge.call import Call
+
+__all__ = ["METHODS"]
+
+#: Room for the msgpack framing around a ``*_many`` result's items.
+_ITEM_OVERHEAD = 8
+_RESULT_OVERHEAD = 64
+_WAIT_S = 0.05
+
+_DATA = Bin(required=False)
+_STREAM = Map(required=False)
+_DTYPE = Any_(required=False)
+_SHAPE = IntList(required=False, min=0)
+_VALUES = List(required=False)
+
+
+# --------------------------------------------------------------------------
+# Shared steps
+
+def _payload(call: Call, *, values_allowed: bool) -> Any:
+    """The request's input bytes: ``data``, or its upload stream; or None with values."""
+    params = call.params
+    sources = [k for k in ("data", "stream", "values")
+               if k in params and params[k] is not None and (k != "values" or values_allowed)]
+    if len(sources) != 1:
+        wanted = "'data', 'stream' or 'values'" if values_allowed else "'data' or 'stream'"
+        raise InvalidParams(f"give exactly one of {wanted}", param="data", expected="bin")
+    if sources[0] == "data":
+        return params["data"]
+    if sources[0] == "stream":
+        return call.read_upload()
+    return None
+
+
+def _check_dtype(wire: Any) -> None:
+    if wire is not None:
+        from pybridge.dtypes import parse_dtype
+
+        parse_dtype(wire)
+
+
+def _gather(call: Call, futures: list[Future[Any]]) -> list[Any]:
+    """Wait for every future; cancel the rest on the first failure or a cancel.
+
+    A BridgeError from item ``i`` gets ``details["index"] = i``.
+    """
+    index = {f: i for i, f in enumerate(futures)}
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=_WAIT_S, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is not None:
+                    if isinstance(exc, BridgeError) and len(futures) > 1:
+                        exc.details.setdefault("index", index[f])
+                    raise exc
+            call.check_cancelled()
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+
+def _run_one(call: Call, fn: Any, *args: Any, payload: Any = None) -> Any:
+    future = call.context.pool.submit(fn, *args, payload=payload)
+    try:
+        while True:
+            try:
+                return future.result(timeout=_WAIT_S)
+            except FutureTimeout:
+                call.check_cancelled()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+def _run_many(call: Call, fn: Any, items: list[Any], *args: Any) -> list[Any]:
+    pool = call.context.pool
+    futures: list[Future[Any]] = []
+    try:
+        for item in items:
+            call.check_cancelled()
+            futures.append(pool.submit(fn, *args, payload=item))
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    return _gather(call, futures)
+
+
+def _reply(call: Call, result: Any) -> dict[str, Any]:
+    if isinstance(result, list):
+        return {"values": result}
+    return call.reply_bytes(result)
+
+
+def _reply_items(call: Call, results: list[Any]) -> dict[str, Any]:
+    total = _RESULT_OVERHEAD + sum(
+        len(r) + _ITEM_OVERHEAD if not isinstance(r, list) else _ITEM_OVERHEAD for r in results)
+    limit = call.settings.max_frame_bytes
+    if total > limit:
+        raise TooLarge(f"the {len(results)} items make a {total}-byte reply, over the frame "
+                       f"limit of {limit}; send fewer items per request", bytes=total, limit=limit)
+    return {"items": results}
+
+
+# --------------------------------------------------------------------------
+# Handlers
+
+def codec_list(call: Call) -> dict[str, Any]:
+    from pybridge.codecs import list_codecs
+
+    return {"codecs": list_codecs(call.settings.allow_pickle)}
+
+
+def codec_encode(call: Call) -> dict[str, Any]:
+    from pybridge import tasks
+    from pybridge.codecs import get_codec
+
+    p = call.params
+    allow = call.settings.allow_pickle
+    get_codec(p["codec"], allow)
+    _check_dtype(p["dtype"])
+    payload = _payload(call, values_allowed=True)
+    result = _run_one(call, tasks.encode, p["codec"], p["dtype"], p["shape"], p["values"], allow,
+                      payload=payload)
+    return _reply(call, result)
+
+
+def codec_decode(call: Call) -> dict[str, Any]:
+    from pybridge import tasks
+    from pybridge.codecs import get_codec
+
+    p = call.params
+    allow = call.settings.allow_pickle
+    get_codec(p["codec"], allow)
+    _check_dtype(p["dtype"])
+    payload = _payload(call, values_allowed=False)
+    result = _run_one(call, tasks.decode, p["codec"], p["dtype"], p["shape"], allow,
+                      payload=payload)
+    return _reply(call, result)
+
+
+def codec_encode_many(call: Call) -> dict[str, Any]:
+    from pybridge import tasks
+    from pybridge.codecs import get_codec
+
+    p = call.params
+    allow = call.settings.allow_pickle
+    get_codec(p["codec"], allow)
+    _check_dtype(p["dtype"])
+    results = _run_many(call, tasks.encode, p["items"], p["codec"], p["dtype"], p["shape"], None,
+                        allow)
+    return _reply_items(call, results)
+
+
+def codec_decode_many(call: Call) -> dict[str, Any]:
+    from pybridge import tasks
+    from pybridge.codecs import get_codec
+
+    p = call.params
+    allow = call.settings.allow_pickle
+    get_codec(p["codec"], allow)
+    _check_dtype(p["dtype"])
+    results = _run_many(call, tasks.decode, p["items"], p["codec"], p["dtype"], p["shape"], allow)
+    return _reply_items(call, results)
+
+
+def _pipeline_spec(call: Call, *, encode: bool) -> dict[str, Any]:
+    """Check the pipeline params; return the spec the worker gets."""
+    from pybridge.codecs import check_safe, get_codec
+
+    p = call.params
+    allow = call.settings.allow_pickle
+    _check_dtype(p["dtype"])
+    if p["dtype"] is None:
+        raise InvalidParams("missing param 'dtype'", param="dtype", expected="dtype")
+    fmt = p["zarr_format"]
+    spec = {"zarr_format": fmt, "dtype": p["dtype"], "shape": p["shape"],
+            "values": p["values"] if encode else None}
+    if fmt == 2:
+        if p["codecs"] is not None:
+            raise InvalidParams("'codecs' is for zarr_format 3; use 'filters' and 'compressor'",
+                                param="codecs", expected="absent")
+        for f in p["filters"] or []:
+            if not isinstance(f, dict):
+                raise InvalidParams("'filters' must be a list of codec configs",
+                                    param="filters", expected="array of map")
+            get_codec(f, allow)
+        if p["compressor"] is not None:
+            get_codec(p["compressor"], allow)
+        spec.update(filters=p["filters"], compressor=p["compressor"], order=p["order"],
+                    endian=p["endian"])
+    else:
+        for key in ("filters", "compressor"):
+            if p[key] is not None:
+                raise InvalidParams(f"{key!r} is for zarr_format 2; use 'codecs'",
+                                    param=key, expected="absent")
+        if p["order"] != "C":
+            raise InvalidParams("'order' is for zarr_format 2; use a 'transpose' codec",
+                                param="order", expected="absent")
+        if p["codecs"] is None:
+            raise InvalidParams("missing param 'codecs'", param="codecs", expected="array of map")
+        check_safe(p["codecs"], allow)
+        spec.update(codecs=p["codecs"], fill_value=p["fill_value"])
+    return spec
+
+
+def codec_pipeline_encode(call: Call) -> dict[str, Any]:
+    from pybridge import tasks
+
+    spec = _pipeline_spec(call, encode=True)
+    payload = _payload(call, values_allowed=True)
+    result = _run_one(call, tasks.pipeline_encode, spec, call.settings.allow_pickle,
+                      payload=payload)
+    return _reply(call, result)
+
+
+def codec_pipeline_decode(call: Call) -> dict[str, Any]:
+    from pybridge import tasks
+
+    spec = _pipeline_spec(call, encode=False)
+    payload = _payload(call, values_allowed=False)
+    result = _run_one(call, tasks.pipeline_decode, spec, call.settings.allow_pickle,
+                      payload=payload)
+    return _reply(call, result)
+
+
+# --------------------------------------------------------------------------
+# The table
+
+_CODEC = Map()
+
+_PIPELINE: dict[str, Param] = {
+    "zarr_format": Int(min=2, max=3),
+    "dtype": _DTYPE,
+    "shape": IntList(min=0),
+    "filters": List(required=False, nullable=True),
+    "compressor": Map(required=False, nullable=True),
+    "order": Str(required=False, default="C", choices=("C", "F")),
+    "endian": Str(required=False, default="little", choices=("little", "big")),
+    "codecs": List(Map(), required=False),
+    "fill_value": Any_(required=False),
+    "data": _DATA,
+    "stream": _STREAM,
+}
+
+METHODS: list[Method] = [
+    Method("codec.list", codec_list, {}),
+    Method("codec.encode", codec_encode, {
+        "codec": _CODEC, "data": _DATA, "stream": _STREAM, "values": _VALUES,
+        "dtype": _DTYPE, "shape": _SHAPE}),
+    Method("codec.decode", codec_decode, {
+        "codec": _CODEC, "data": _DATA, "stream": _STREAM, "dtype": _DTYPE, "shape": _SHAPE}),
+    Method("codec.encode_many", codec_encode_many, {
+        "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE}),
+    Method("codec.decode_many", codec_decode_many, {
+        "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE}),
+    Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES}),
+    Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE),
+]

@@ -1,0 +1,215 @@
+"""Shared-memory segments: files in ``/dev/shm`` mapped with ``mmap``.
+
+A segment is a plain file created with ``O_CREAT | O_EXCL`` and mode 0600, so
+no other user can read it and no two creators can share a name. Its name is
+``pybridge-<sidecar pid>-<purpose>-<n>``: the pid is the sidecar's (the main
+process's), also in the workers, so one glob finds everything a sidecar left.
+
+``multiprocessing.shared_memory`` is not used on purpose: on Python 3.11 its
+resource tracker warns about (and may unlink) segments that another process
+attached to. Here the rule is simple: whoever creates a segment unlinks it,
+:func:`sweep_own` removes any leftovers when the sidecar stops, and
+:func:`sweep_dead` removes those of sidecars that died without cleaning up.
+
+A segment is never resized in place: :meth:`Segment.grow` creates a bigger one
+and unlinks the old file (so a reader that still maps the old file keeps
+valid memory until it unmaps it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import mmap
+import os
+import re
+from typing import Any
+
+__all__ = [
+    "SHM_DIR",
+    "Segment",
+    "segment_pid",
+    "set_sidecar_pid",
+    "sidecar_pid",
+    "sweep_dead",
+    "sweep_own",
+]
+
+SHM_DIR = "/dev/shm"
+PREFIX = "pybridge-"
+
+_NAME_RE = re.compile(r"^pybridge-(\d+)-")
+_PURPOSE_RE = re.compile(r"^[A-Za-z0-9_.]+$")
+
+_sidecar_pid: int | None = None
+_counter = itertools.count()
+
+
+def set_sidecar_pid(pid: int) -> None:
+    """Name segments after ``pid``; workers call this with the sidecar's pid."""
+    global _sidecar_pid
+    _sidecar_pid = pid
+
+
+def sidecar_pid() -> int:
+    """The pid segments are named after: the sidecar's, ``os.getpid()`` by default."""
+    return os.getpid() if _sidecar_pid is None else _sidecar_pid
+
+
+def segment_pid(path: str) -> int | None:
+    """The sidecar pid in a segment's file name, or None for other files."""
+    m = _NAME_RE.match(os.path.basename(path))
+    return int(m.group(1)) if m else None
+
+
+class Segment:
+    """One mapped shared-memory file.
+
+    ``buf`` is a writable memoryview of the whole file. Slices of it must be
+    released (or dropped) before :meth:`close`; a mapping that still has
+    exported views is left to the garbage collector instead of failing.
+    """
+
+    __slots__ = ("_mm", "buf", "owner", "path", "size")
+
+    def __init__(self, path: str, size: int, mm: mmap.mmap | None, owner: bool) -> None:
+        self.path = path
+        self.size = size
+        self.owner = owner
+        self._mm = mm
+        self.buf: memoryview = memoryview(mm) if mm is not None else memoryview(b"")
+
+    def __repr__(self) -> str:
+        return f"Segment({self.path!r}, size={self.size})"
+
+    @classmethod
+    def create(cls, size: int, purpose: str) -> Segment:
+        """Create a new segment of exactly ``size`` bytes, mode 0600.
+
+        ``purpose`` is a short tag (letters, digits, ``_`` and ``.``) that
+        goes into the name, for example ``"w0in"`` or ``"read"``.
+        """
+        if size < 0:
+            raise ValueError(f"segment size must be >= 0, got {size}")
+        if not _PURPOSE_RE.match(purpose):
+            raise ValueError(f"bad segment purpose {purpose!r}")
+        while True:
+            path = os.path.join(SHM_DIR, f"{PREFIX}{sidecar_pid()}-{purpose}-{next(_counter)}")
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue  # another process of this sidecar took that number
+            break
+        try:
+            if size:
+                os.ftruncate(fd, size)
+                mm: mmap.mmap | None = mmap.mmap(fd, size)
+            else:
+                mm = None
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+        return cls(path, size, mm, owner=True)
+
+    @classmethod
+    def attach(cls, path: str) -> Segment:
+        """Map an existing segment (for example one the sidecar created)."""
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            mm = mmap.mmap(fd, size) if size else None
+        finally:
+            os.close(fd)
+        return cls(path, size, mm, owner=False)
+
+    def grow(self, min_size: int, purpose: str) -> Segment:
+        """Return a segment of at least ``min_size`` bytes.
+
+        Returns ``self`` when it is big enough. Otherwise creates a new
+        segment (at least twice the old size), then closes this one and
+        unlinks its file when this process created it.
+        """
+        if min_size <= self.size:
+            return self
+        new = Segment.create(max(min_size, 2 * self.size), purpose)
+        self.close()
+        if self.owner:
+            self.unlink()
+        return new
+
+    def close(self) -> None:
+        """Unmap. Idempotent. Views still exported keep the memory alive."""
+        try:
+            self.buf.release()
+        except BufferError:
+            pass  # something holds a buffer of the view itself
+        self.buf = memoryview(b"")
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a slice is still exported; the GC unmaps it later
+
+    def unlink(self) -> None:
+        """Remove the file. Idempotent; the mapping stays valid until closed."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is someone else's
+    return True
+
+
+def _segment_files() -> list[str]:
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return [os.path.join(SHM_DIR, n) for n in names if n.startswith(PREFIX)]
+
+
+def sweep_dead() -> list[str]:
+    """Unlink the segments of sidecars that are no longer running.
+
+    Called when the pool starts. Returns the paths removed.
+    """
+    own = sidecar_pid()
+    removed = []
+    for path in _segment_files():
+        pid = segment_pid(path)
+        if pid is None or pid == own or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(path)
+        except OSError:
+            continue  # gone already, or not ours to remove
+        removed.append(path)
+    return removed
+
+
+def sweep_own() -> list[str]:
+    """Unlink every segment named after this sidecar. Called at shutdown."""
+    own = sidecar_pid()
+    removed = []
+    for path in _segment_files():
+        if segment_pid(path) == own:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+    return removed

@@ -1,0 +1,692 @@
+"""Codec work that runs in the workers (module-level functions for the pool).
+
+Every function takes the pool's ``payload`` (a bytes-like view, or None)
+first. Array results are returned as raw little-endian C-order bytes; the
+results of variable-length dtypes (``string``, ``bytes`` and the ``object``
+arrays of codecs such as ``json2``) are returned as a ``list`` of values in
+C order. Input values for those dtypes are passed as a list too.
+
+Errors: a codec that fails on its input raises
+:class:`~pybridge.errors.DecodeFailed` or
+:class:`~pybridge.errors.EncodeFailed`, never anything that could take the
+worker down with it (short of a crash inside C code, which the pool contains;
+zfp streams are checked first because zfp trusts its header blindly).
+
+Decoders that announce their output size in a header (zstd, blosc, lz4)
+decode straight into the worker's output segment
+(:func:`pybridge.workers.output_buffer`), so a decoded chunk is written once.
+
+Pipelines describe one chunk of a Zarr array:
+
+- Zarr v2 runs the ``filters`` in order then the ``compressor`` to encode,
+  the reverse to decode, on the chunk in its ``order`` ("C" or "F") and its
+  stored byte order (``endian``), as zarr-python does.
+- Zarr v3 runs zarr-python's own codec classes (``bytes``, ``transpose``,
+  ``sharding_indexed``, ``blosc``, ``zstd``, ``gzip``, ``crc32c``,
+  ``vlen-utf8``, ``numcodecs.*``...) through its ``BatchedCodecPipeline``, on a
+  private event loop whose executor runs zarr's ``to_thread`` calls inline:
+  the pool already gives the parallelism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like
+
+from pybridge import codecs as codec_registry
+from pybridge.dtypes import STRING_DTYPE, is_variable, parse_dtype, to_little_endian
+from pybridge.errors import (
+    BridgeError,
+    CodecForbidden,
+    CodecUnavailable,
+    DataSizeMismatch,
+    DecodeFailed,
+    EncodeFailed,
+    InvalidCodecConfig,
+    UnsupportedDtype,
+)
+from pybridge.workers import output_buffer
+
+__all__ = [
+    "decode",
+    "decoded_size",
+    "encode",
+    "pipeline_decode",
+    "pipeline_encode",
+    "raw_bytes",
+    "to_values",
+    "vlen_checked",
+    "zfp_checked",
+]
+
+# --------------------------------------------------------------------------
+# Arrays in and out
+
+def raw_bytes(arr: np.ndarray[Any, Any]) -> bytes | memoryview:
+    """An array's data as little-endian C-order bytes (no copy when it can)."""
+    le = to_little_endian(arr.dtype)
+    if le != arr.dtype:
+        arr = arr.astype(le)
+    arr = np.ascontiguousarray(arr)
+    return arr.reshape(-1).view(np.uint8).data
+
+
+def to_values(arr: np.ndarray[Any, Any]) -> list[Any]:
+    """The elements of an object or string array, C order, as wire values."""
+    return [_wire_value(v) for v in np.asarray(arr).ravel(order="C").tolist()]
+
+
+def _wire_value(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in "OT":
+            return to_values(v)
+        return bytes(raw_bytes(v))
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return [_wire_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _wire_value(x) for k, x in v.items()}
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    return v
+
+
+def _count(shape: Sequence[int] | None) -> int | None:
+    return None if shape is None else math.prod(shape)
+
+
+def _array_from_payload(payload: Any, dtype: np.dtype[Any], shape: Sequence[int] | None,
+                        what: str) -> np.ndarray[Any, Any]:
+    if payload is None:
+        raise DataSizeMismatch(f"{what}: no data given", expected_bytes=None, bytes=0)
+    if is_variable(dtype):
+        raise UnsupportedDtype(
+            f"{what}: {'string' if dtype.kind == 'T' else 'bytes'} data travels as 'values', "
+            "not as raw bytes", dtype="string" if dtype.kind == "T" else "bytes")
+    nbytes = memoryview(payload).nbytes
+    count = _count(shape)
+    if count is not None and count * dtype.itemsize != nbytes:
+        raise DataSizeMismatch(
+            f"{what}: {nbytes} bytes do not fill shape {list(shape or [])} of "
+            f"{dtype.itemsize}-byte items", expected_bytes=count * dtype.itemsize, bytes=nbytes)
+    if dtype.itemsize == 0 or nbytes % dtype.itemsize:
+        raise DataSizeMismatch(
+            f"{what}: {nbytes} bytes are not a whole number of {dtype.itemsize}-byte items",
+            itemsize=dtype.itemsize, bytes=nbytes)
+    arr = np.frombuffer(payload, dtype=dtype)
+    return arr.reshape(shape) if shape is not None else arr
+
+
+def _array_from_values(values: Sequence[Any], dtype: np.dtype[Any] | None,
+                       shape: Sequence[int] | None, what: str,
+                       element_dtype: Any = None) -> np.ndarray[Any, Any]:
+    count = _count(shape)
+    if count is not None and count != len(values):
+        raise DataSizeMismatch(
+            f"{what}: {len(values)} values do not fill shape {list(shape or [])}",
+            expected=count, values=len(values))
+    if dtype is not None and dtype.kind == "T":
+        if not all(isinstance(v, str) for v in values):
+            raise UnsupportedDtype(f"{what}: 'string' values must all be str", dtype="string")
+        arr = np.array(values, dtype=STRING_DTYPE)
+    else:
+        arr = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):
+            if element_dtype is not None and isinstance(v, (bytes, bytearray, memoryview)):
+                v = np.frombuffer(v, dtype=element_dtype)  # vlen-array elements
+            arr[i] = v
+    return arr.reshape(shape) if shape is not None else arr
+
+
+def _decoded(out: Any, dtype: np.dtype[Any] | None, shape: Sequence[int] | None,
+             what: str) -> bytes | memoryview | list[Any]:
+    """A codec's decoded output in wire form, checked against dtype/shape."""
+    if isinstance(out, np.ndarray) and out.dtype.kind in "OT":
+        count = _count(shape)
+        if count is not None and count != out.size:
+            raise DataSizeMismatch(f"{what}: decoded {out.size} values, shape {list(shape or [])} "
+                                   f"needs {count}", expected=count, values=out.size)
+        return to_values(out)
+    if dtype is not None and is_variable(dtype):
+        raise DecodeFailed(f"{what}: the codec did not decode to variable-length values",
+                           dtype="string" if dtype.kind == "T" else "bytes")
+    if isinstance(out, np.ndarray):
+        data: Any = raw_bytes(out)
+    elif isinstance(out, (bytes, _Sized)):
+        data = out
+    else:
+        data = memoryview(ensure_contiguous_ndarray(out)).cast("B")
+    if dtype is not None:
+        nbytes = data.nbytes if isinstance(data, _Sized) else memoryview(data).nbytes
+        count = _count(shape)
+        if count is not None and count * dtype.itemsize != nbytes:
+            raise DataSizeMismatch(
+                f"{what}: decoded {nbytes} bytes, shape {list(shape or [])} of {dtype} needs "
+                f"{count * dtype.itemsize}", expected_bytes=count * dtype.itemsize, bytes=nbytes)
+        if dtype.itemsize and nbytes % dtype.itemsize:
+            raise DataSizeMismatch(
+                f"{what}: decoded {nbytes} bytes are not a whole number of {dtype} items",
+                itemsize=dtype.itemsize, bytes=nbytes)
+    return data  # type: ignore[no-any-return]
+
+
+def _failure(cls: type[BridgeError], what: str, exc: Exception, **details: Any) -> BridgeError:
+    return cls(f"{what} failed: {type(exc).__name__}: {exc}", python_type=type(exc).__name__,
+               **details)
+
+
+# --------------------------------------------------------------------------
+# Single codecs
+
+def encode(payload: Any, config: Mapping[str, Any], dtype: Any = None,
+           shape: Sequence[int] | None = None, values: Sequence[Any] | None = None,
+           allow_pickle: bool = False) -> bytes | memoryview:
+    """Encode ``payload`` (or ``values``) with one numcodecs codec.
+
+    With ``dtype`` the input is viewed as that dtype (and ``shape``) first.
+    Returns the encoded bytes exactly as the codec produced them.
+    """
+    codec = codec_registry.get_codec(config, allow_pickle)
+    cid = config["id"]
+    what = f"codec {cid!r} encode"
+    dt = parse_dtype(dtype) if dtype is not None else None
+    if values is not None:
+        arr: Any = _array_from_values(values, dt, shape, what, getattr(codec, "dtype", None)
+                                      if cid == "vlen-array" else None)
+    elif dt is not None:
+        arr = _array_from_payload(payload, dt, shape, what)
+    elif shape is not None:
+        arr = _array_from_payload(payload, np.dtype(np.uint8), shape, what)
+    else:
+        if payload is None:
+            raise DataSizeMismatch(f"{what}: no data given", bytes=0)
+        arr = payload
+    try:
+        out = codec.encode(arr)
+        view = ensure_contiguous_ndarray(out)
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a codec may raise anything
+        raise _failure(EncodeFailed, what, exc, id=cid) from None
+    if isinstance(out, bytes):
+        return out
+    return memoryview(view).cast("B")
+
+
+def decode(payload: Any, config: Mapping[str, Any], dtype: Any = None,
+           shape: Sequence[int] | None = None,
+           allow_pickle: bool = False) -> bytes | memoryview | list[Any]:
+    """Decode ``payload`` with one numcodecs codec.
+
+    Returns little-endian bytes (checked against ``dtype`` and ``shape`` when
+    given), or a list of values when the codec decodes to an object array.
+    """
+    codec = codec_registry.get_codec(config, allow_pickle)
+    cid = config["id"]
+    what = f"codec {cid!r} decode"
+    dt = parse_dtype(dtype) if dtype is not None else None
+    if payload is None:
+        raise DecodeFailed(f"{what}: no data given", id=cid)
+    if cid == "zfpy":
+        payload = zfp_checked(payload)
+    vlen_checked(cid, payload)
+    size = decoded_size(cid, payload)
+    if size is not None:
+        if dt is not None and not is_variable(dt):
+            # Check the size the header announces before decoding anything.
+            _decoded(_Sized(size), dt, shape, what)
+        buf = output_buffer(size)
+        try:
+            codec.decode(payload, out=buf)
+            return buf
+        except Exception:  # noqa: BLE001 - let the plain decode report it
+            pass
+    try:
+        out = codec.decode(payload)
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt input can raise anything
+        raise _failure(DecodeFailed, what, exc, id=cid) from None
+    return _decoded(out, dt, shape, what)
+
+
+# -- vlen buffers
+
+_VLEN_IDS = frozenset({"vlen-utf8", "vlen-bytes", "vlen-array"})
+
+
+def vlen_checked(codec_id: str, buf: Any) -> None:
+    """Refuse a vlen buffer whose item count cannot fit in it.
+
+    numcodecs allocates the object array the header asks for before it reads
+    a single item: a corrupt 4-byte count would ask for billions. Every item
+    takes at least its 4-byte length, so the count is bounded by the size.
+    """
+    if codec_id not in _VLEN_IDS:
+        return
+    view = memoryview(buf).cast("B")
+    if view.nbytes < 4:
+        raise DecodeFailed(f"codec {codec_id!r} decode failed: {view.nbytes} bytes have no header",
+                           id=codec_id)
+    count = int.from_bytes(view[:4], "little")
+    if 4 + 4 * count > view.nbytes:
+        raise DecodeFailed(
+            f"codec {codec_id!r} decode failed: the header announces {count} items but the "
+            f"buffer holds only {view.nbytes} bytes", id=codec_id, items=count, bytes=view.nbytes)
+
+
+# -- zfp streams
+
+_ZFP_TYPES = {"float32": (32, 10), "float64": (64, 13), "int32": (32, 5), "int64": (64, 6)}
+#: Bits a zfp stream header can take (ZFP_HEADER_MAX_BITS is 148), rounded up.
+_ZFP_HEADER_BITS = 256
+
+
+def zfp_checked(payload: Any) -> Any:
+    """A zfp stream that zfp can decode without reading past its end.
+
+    zfp trusts its header: a corrupt one that announces more values than the
+    stream holds makes it read past the buffer (a segfault). The header is
+    checked against the stream's length (every block takes at least one
+    bit), and the stream is padded with zeros up to the largest size those
+    values can take, so a corrupt body decodes to garbage instead of a crash.
+    """
+    import zfpy
+
+    data = bytes(payload)
+    try:
+        header = zfpy.header(data)
+        dims = [int(header[k]) for k in ("nx", "ny", "nz", "nw") if int(header[k]) > 0]
+        bits, overhead = _ZFP_TYPES[np.dtype(header["type"]).name]
+        # In fixed-rate mode every block takes exactly minbits (it can be
+        # more than the values' own width); elsewhere it is 1 or less.
+        min_block_bits = max(1, int(header["config"]["expert"]["minbits"]))
+    except Exception as exc:  # noqa: BLE001 - not a zfp stream at all
+        raise DecodeFailed(f"codec 'zfpy' decode failed: not a zfp stream header ({exc})",
+                           id="zfpy") from None
+    count = math.prod(dims) if dims else 0
+    blocks = math.prod((n + 3) // 4 for n in dims) if dims else 0
+    if not dims or count * bits // 8 > MAX_PEEKED_BYTES:
+        raise DecodeFailed(f"codec 'zfpy' decode failed: the header announces shape {dims}",
+                           id="zfpy", shape=dims)
+    if blocks * min_block_bits > len(data) * 8:
+        raise DecodeFailed(
+            f"codec 'zfpy' decode failed: the header announces {count} values but the stream "
+            f"holds only {len(data)} bytes", id="zfpy", shape=dims, bytes=len(data))
+    values = 4 ** len(dims)
+    block_bits = max(values - 1 + values * bits + overhead, min_block_bits)
+    most_bits = _ZFP_HEADER_BITS + blocks * block_bits
+    most = (most_bits + 63) // 64 * 8
+    if most <= len(data):
+        return data
+    padded = bytearray(most)
+    padded[:len(data)] = data
+    return padded
+
+
+# -- Decoding in place
+
+#: Largest decoded size taken from a header on trust (a corrupt header must
+#: not make a worker map gigabytes).
+MAX_PEEKED_BYTES = 1 << 30
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_DICT_ID_BYTES = (0, 1, 2, 4)
+
+
+class _Sized:
+    """Stands for a decoded buffer of known size in :func:`_decoded`'s checks."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+def decoded_size(codec_id: str, payload: Any) -> int | None:
+    """The decoded size a zstd, blosc or lz4 buffer announces, or None.
+
+    Codecs that can tell their output size up front decode straight into
+    the worker's output segment (:func:`pybridge.workers.output_buffer`).
+    """
+    try:
+        head = bytes(memoryview(payload)[:18])
+        total = memoryview(payload).nbytes
+    except TypeError:
+        return None
+    size: int | None = None
+    if codec_id == "zstd" and len(head) >= 6 and head[:4] == _ZSTD_MAGIC:
+        fhd = head[4]
+        single = (fhd >> 5) & 1
+        pos = 5 + (0 if single else 1) + _ZSTD_DICT_ID_BYTES[fhd & 3]
+        width = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+        if width and len(head) >= pos + width:
+            size = int.from_bytes(head[pos:pos + width], "little") + (256 if width == 2 else 0)
+    elif codec_id == "blosc" and len(head) >= 16:
+        nbytes = int.from_bytes(head[4:8], "little")
+        cbytes = int.from_bytes(head[12:16], "little")
+        size = nbytes if cbytes == total else None
+    elif codec_id == "lz4" and len(head) >= 4:
+        size = int.from_bytes(head[:4], "little")
+    if size is None or size <= 0 or size > MAX_PEEKED_BYTES:
+        return None
+    return size
+
+
+# --------------------------------------------------------------------------
+# Pipelines
+
+def pipeline_encode(payload: Any, spec: Mapping[str, Any],
+                    allow_pickle: bool = False) -> bytes | memoryview:
+    """Encode one chunk (raw little-endian C-order bytes, or ``spec["values"]``)."""
+    if spec["zarr_format"] == 2:
+        return _v2_encode(payload, spec, allow_pickle)
+    return _v3_encode(payload, spec, allow_pickle)
+
+
+def pipeline_decode(payload: Any, spec: Mapping[str, Any],
+                    allow_pickle: bool = False) -> bytes | memoryview | list[Any]:
+    """Decode one stored chunk into raw little-endian C-order bytes (or values)."""
+    if payload is None:
+        raise DecodeFailed("pipeline decode: no data given")
+    if spec["zarr_format"] == 2:
+        return _v2_decode(payload, spec, allow_pickle)
+    return _v3_decode(payload, spec, allow_pickle)
+
+
+def _shape(spec: Mapping[str, Any]) -> tuple[int, ...]:
+    return tuple(spec["shape"])
+
+
+# -- Zarr v2
+
+def _v2_codecs(spec: Mapping[str, Any], allow_pickle: bool) -> tuple[list[Any], Any]:
+    filters = [codec_registry.get_codec(f, allow_pickle) for f in spec.get("filters") or []]
+    comp = spec.get("compressor")
+    compressor = codec_registry.get_codec(comp, allow_pickle) if comp else None
+    return filters, compressor
+
+
+def _v2_stored_dtype(dt: np.dtype[Any], spec: Mapping[str, Any]) -> np.dtype[Any]:
+    if spec.get("endian", "little") == "big" and not is_variable(dt):
+        return dt.newbyteorder(">")
+    return dt
+
+
+def _v2_decode(payload: Any, spec: Mapping[str, Any],
+               allow_pickle: bool) -> bytes | memoryview | list[Any]:
+    dt = parse_dtype(spec["dtype"])
+    stored = _v2_stored_dtype(dt, spec)
+    shape = _shape(spec)
+    order: Literal["C", "F"] = "F" if spec.get("order") == "F" else "C"
+    filters, compressor = _v2_codecs(spec, allow_pickle)
+    what = "zarr v2 chunk decode"
+    if compressor is not None and compressor.codec_id == "zfpy":
+        payload = zfp_checked(payload)
+    try:
+        chunk = compressor.decode(payload) if compressor is not None else payload
+        for f in reversed(filters):
+            vlen_checked(f.codec_id, chunk)
+            chunk = f.decode(chunk)
+        arr = ensure_ndarray_like(chunk)
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt input can raise anything
+        raise _failure(DecodeFailed, what, exc) from None
+    count = math.prod(shape)
+    if is_variable(dt):
+        if arr.dtype.kind not in "OT":
+            raise DecodeFailed(f"{what}: a {spec['dtype']} chunk needs an object codec "
+                               "(vlen-utf8, vlen-bytes, json2...) in its filters")
+        if arr.size != count:
+            raise DataSizeMismatch(f"{what}: decoded {arr.size} values, chunk shape "
+                                   f"{list(shape)} needs {count}", expected=count, values=arr.size)
+        return to_values(arr.reshape(-1, order="A").reshape(shape, order=order))
+    if arr.dtype.kind in "OT":
+        raise DecodeFailed(f"{what}: decoded an object array for dtype {spec['dtype']}")
+    flat = arr.reshape(-1, order="A")
+    nbytes = flat.nbytes
+    if nbytes != count * dt.itemsize:
+        raise DataSizeMismatch(
+            f"{what}: decoded {nbytes} bytes, chunk shape {list(shape)} of {stored} needs "
+            f"{count * dt.itemsize}", expected_bytes=count * dt.itemsize, bytes=nbytes)
+    if flat.dtype != stored:
+        flat = flat.view(np.uint8).view(stored)
+    if order == "C":
+        return raw_bytes(flat)
+    return raw_bytes(flat.reshape(shape, order=order))
+
+
+def _v2_encode(payload: Any, spec: Mapping[str, Any], allow_pickle: bool) -> bytes | memoryview:
+    dt = parse_dtype(spec["dtype"])
+    stored = _v2_stored_dtype(dt, spec)
+    shape = _shape(spec)
+    order: Literal["C", "F"] = "F" if spec.get("order") == "F" else "C"
+    filters, compressor = _v2_codecs(spec, allow_pickle)
+    what = "zarr v2 chunk encode"
+    values = spec.get("values")
+    if values is not None:
+        arr = _array_from_values(values, dt, shape, what)
+        if arr.dtype.kind == "T":
+            arr = arr.astype(object)  # numcodecs' object codecs take object arrays
+    else:
+        arr = _array_from_payload(payload, dt, shape, what)
+    arr = arr.astype(stored, order=order, copy=False) if not is_variable(dt) else \
+        np.asarray(arr, order=order)
+    try:
+        chunk: Any = arr
+        for f in filters:
+            chunk = f.encode(chunk)
+        if ensure_ndarray_like(chunk).dtype == object:
+            raise EncodeFailed(f"{what}: an object array needs an object codec "
+                               "(vlen-utf8, vlen-bytes, json2...) in its filters")
+        cdata = compressor.encode(chunk) if compressor is not None else chunk
+        if isinstance(cdata, bytes):
+            return cdata
+        if isinstance(cdata, np.ndarray) and not cdata.flags.c_contiguous and \
+                not cdata.flags.f_contiguous:
+            cdata = np.ascontiguousarray(cdata)
+        return memoryview(ensure_contiguous_ndarray(cdata)).cast("B")
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a codec may raise anything
+        raise _failure(EncodeFailed, what, exc) from None
+
+
+# -- Zarr v3
+
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs what zarr hands to ``asyncio.to_thread`` right away, in this thread."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            future.set_exception(exc)
+        return future
+
+
+_local = threading.local()
+_PIPELINES: OrderedDict[str, Any] = OrderedDict()
+_PIPELINES_LOCK = threading.Lock()
+_V3_FORBIDDEN_NAMES = frozenset({"numcodecs.pickle", "pickle"})
+
+
+def _run(coro: Any) -> Any:
+    loop = getattr(_local, "loop", None)
+    if loop is None:
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(_InlineExecutor(max_workers=1))
+        _local.loop = loop
+    return loop.run_until_complete(coro)
+
+
+def _check_v3_safe(codecs: Any, allow_pickle: bool) -> None:
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            name = node.get("name")
+            if name in _V3_FORBIDDEN_NAMES and not allow_pickle:
+                raise CodecForbidden(f"codec {name!r} can run code on decode", id=name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+    walk(codecs)
+    codec_registry.check_safe(codecs, allow_pickle)
+
+
+def _zarr_dtype(dt: np.dtype[Any], wire: Any) -> Any:
+    from zarr.core.dtype import VariableLengthBytes, get_data_type_from_native_dtype
+
+    if dt.kind == "O":
+        return VariableLengthBytes()
+    try:
+        return get_data_type_from_native_dtype(dt)
+    except Exception as exc:  # noqa: BLE001 - zarr has no v3 name for it
+        raise UnsupportedDtype(f"zarr v3 has no data type for {wire!r}: {exc}",
+                               dtype=wire if isinstance(wire, str) else str(wire)) from None
+
+
+def _v3_pipeline(spec: Mapping[str, Any], allow_pickle: bool) -> tuple[Any, Any, np.dtype[Any]]:
+    codecs = spec.get("codecs")
+    if not isinstance(codecs, list) or not codecs:
+        raise InvalidCodecConfig("zarr v3 pipeline needs a non-empty 'codecs' list", key="codecs")
+    _check_v3_safe(codecs, allow_pickle)
+    try:
+        key = json.dumps([codecs, spec["dtype"], spec["shape"], spec.get("fill_value")],
+                         sort_keys=True, default=repr)
+    except ValueError:
+        key = None
+    if key is not None:
+        with _PIPELINES_LOCK:
+            hit = _PIPELINES.get(key)
+            if hit is not None:
+                _PIPELINES.move_to_end(key)
+                return hit  # type: ignore[no-any-return]
+    built = _build_v3(codecs, spec)
+    if key is not None:
+        with _PIPELINES_LOCK:
+            _PIPELINES[key] = built
+            while len(_PIPELINES) > 64:
+                _PIPELINES.popitem(last=False)
+    return built
+
+
+def _build_v3(codecs: list[Any], spec: Mapping[str, Any]) -> tuple[Any, Any, np.dtype[Any]]:
+    import warnings
+
+    from zarr.core.array_spec import ArrayConfig, ArraySpec
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.metadata.v3 import parse_codecs, validate_codecs
+    from zarr.errors import UnknownCodecError
+    from zarr.registry import get_pipeline_class
+
+    dt = parse_dtype(spec["dtype"])
+    zdtype = _zarr_dtype(dt, spec["dtype"])
+    fill = spec.get("fill_value")
+    try:
+        fill_value = zdtype.default_scalar() if fill is None else _v3_fill(zdtype, fill)
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidCodecConfig(f"bad fill_value {fill!r} for {spec['dtype']!r}: {exc}",
+                                 key="fill_value") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = parse_codecs(codecs)
+            array_spec = ArraySpec(
+                shape=_shape(spec), dtype=zdtype, fill_value=fill_value,
+                config=ArrayConfig(order="C", write_empty_chunks=True),
+                prototype=default_buffer_prototype())
+            evolved = tuple(c.evolve_from_array_spec(array_spec) for c in parsed)
+            validate_codecs(parsed, zdtype)
+            for c in evolved:
+                c.validate(shape=array_spec.shape, dtype=zdtype,
+                           chunk_grid=_single_chunk_grid(array_spec.shape))
+            pipeline = get_pipeline_class().from_codecs(evolved)
+    except (UnknownCodecError, KeyError) as exc:
+        m = re.search(r"'([^']+)'", str(exc))
+        name = m.group(1) if m else str(exc)
+        raise CodecUnavailable(f"unknown zarr v3 codec {name!r}", id=name,
+                               reason="unknown name") from None
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zarr rejects a config with many types
+        raise InvalidCodecConfig(f"zarr v3 codecs rejected: {type(exc).__name__}: {exc}",
+                                 key=_v3_bad_key(exc, codecs)) from None
+    return pipeline, array_spec, dt
+
+
+def _single_chunk_grid(shape: tuple[int, ...]) -> Any:
+    from zarr.core.chunk_grids import RegularChunkGrid
+
+    return RegularChunkGrid(chunk_shape=shape)
+
+
+def _v3_fill(zdtype: Any, fill: Any) -> Any:
+    try:
+        return zdtype.cast_scalar(fill)
+    except Exception:  # noqa: BLE001 - maybe its JSON form ("NaN", [re, im], base64)
+        return zdtype.from_json_scalar(fill, zarr_format=3)
+
+
+def _v3_bad_key(exc: Exception, codecs: list[Any]) -> str | None:
+    for c in codecs:
+        conf = c.get("configuration") if isinstance(c, Mapping) else None
+        if isinstance(conf, Mapping):
+            key = codec_registry._bad_key(exc, conf)
+            if key is not None:
+                return key
+    return None
+
+
+def _v3_decode(payload: Any, spec: Mapping[str, Any],
+               allow_pickle: bool) -> bytes | memoryview | list[Any]:
+    pipeline, array_spec, dt = _v3_pipeline(spec, allow_pickle)
+    what = "zarr v3 chunk decode"
+    if not pipeline.bytes_bytes_codecs and type(pipeline.array_bytes_codec).__name__ in (
+            "VLenUTF8Codec", "VLenBytesCodec"):
+        vlen_checked("vlen-bytes", payload)  # the stored bytes are the vlen buffer itself
+    try:
+        buf = array_spec.prototype.buffer.from_bytes(payload)
+        (nd,) = _run(pipeline.decode([(buf, array_spec)]))
+        arr = nd.as_numpy_array()
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt input can raise anything
+        raise _failure(DecodeFailed, what, exc) from None
+    if arr.shape != array_spec.shape:
+        raise DataSizeMismatch(f"{what}: decoded shape {list(arr.shape)}, expected "
+                               f"{list(array_spec.shape)}")
+    if arr.dtype.kind in "OT":
+        return to_values(arr)
+    return raw_bytes(arr)
+
+
+def _v3_encode(payload: Any, spec: Mapping[str, Any], allow_pickle: bool) -> bytes | memoryview:
+    pipeline, array_spec, dt = _v3_pipeline(spec, allow_pickle)
+    what = "zarr v3 chunk encode"
+    values = spec.get("values")
+    if values is not None:
+        arr = _array_from_values(values, dt, array_spec.shape, what)
+    else:
+        arr = _array_from_payload(payload, dt, array_spec.shape, what)
+    try:
+        nd = array_spec.prototype.nd_buffer.from_numpy_array(arr)
+        (out,) = _run(pipeline.encode([(nd, array_spec)]))
+    except BridgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a codec may raise anything
+        raise _failure(EncodeFailed, what, exc) from None
+    if out is None:
+        raise EncodeFailed(f"{what}: the pipeline produced no chunk")
+    return memoryview(out.as_numpy_array()).cast("B")
