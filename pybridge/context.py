@@ -63,6 +63,11 @@ class SidecarContext:
             log.warning("worker pool unavailable: %s: %s", type(e).__name__, e)
         finally:
             self._pool_ready.set()
+        if self._pool is not None:
+            from pybridge.workers import quiet_blosc
+
+            # Small array requests run blosc in this process too.
+            quiet_blosc()
 
     @property
     def pool(self) -> WorkerPool:
@@ -84,6 +89,17 @@ class SidecarContext:
     def pool_ready(self) -> bool:
         """True once the pool is running (never waits)."""
         return self._pool is not None
+
+    def workers_up(self) -> bool:
+        """True when the pool runs and every worker is alive (never waits)."""
+        pool = self._pool
+        return pool is not None and pool.alive_count() == pool.size
+
+    def kill_workers(self) -> None:
+        """SIGKILL the pool's workers now, without waiting (for a forced exit)."""
+        pool = self._pool
+        if pool is not None:
+            pool.kill_workers()
 
     def close(self) -> None:
         """Stop the worker pool (waiting for it if it is still starting)."""

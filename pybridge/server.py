@@ -46,6 +46,7 @@ from pybridge.errors import (
     InvalidMessage,
     InvalidParams,
     Overloaded,
+    TooLarge,
     UnknownMethod,
 )
 from pybridge.framing import (
@@ -83,6 +84,15 @@ _STREAM_DATA_SPEC = {"id": Int(min=0), "data": Bin()}
 
 
 def _type_name(exc: BaseException) -> str:
+    """The exception's type as the wire shows it.
+
+    An exception that stands for one raised elsewhere (a worker's
+    :class:`~pybridge.workers.RemoteError`) names the original type through
+    its ``python_type`` attribute.
+    """
+    remote = getattr(exc, "python_type", None)
+    if isinstance(remote, str) and remote:
+        return remote
     t = type(exc)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
@@ -102,9 +112,11 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
             wire["python_type"] = _type_name(cause)
             wire["traceback"] = "".join(traceback.format_exception(cause))
         return wire
+    remote = getattr(exc, "python_type", None)
     return {
         "code": "internal",
-        "message": f"{type(exc).__name__}: {exc}",
+        "message": str(exc) if isinstance(remote, str) and remote
+        else f"{type(exc).__name__}: {exc}",
         "details": {},
         "python_type": _type_name(exc),
         "traceback": "".join(traceback.format_exception(exc)),
@@ -242,7 +254,7 @@ class Server:
         try:
             params = validate(method.params, req.params)
             upload = self._upload_size(method, params)
-        except InvalidParams as e:
+        except BridgeError as e:  # invalid_params, or too_large for an upload
             self._reply(rid, e.to_wire(), None)
             return
         call = Call(rid, req.method, params, self.context, self.writer, inline=method.inline)
@@ -266,9 +278,12 @@ class Server:
             call.expect_upload(upload)
         self._threads.submit(call, method)
 
-    @staticmethod
-    def _upload_size(method: Method, params: dict[str, Any]) -> int | None:
-        """The declared size of the request's upload stream, if it has one."""
+    def _upload_size(self, method: Method, params: dict[str, Any]) -> int | None:
+        """The declared size of the request's upload stream, if it has one.
+
+        An upload over ``max_request_bytes`` is refused (``too_large``)
+        before a byte of it is read.
+        """
         if "stream" not in method.params:
             return None
         stream = params.get("stream")
@@ -279,6 +294,10 @@ class Server:
                 or type(total) is not int or total < 0):
             raise InvalidParams("param 'stream' must be {\"bytes\": int >= 0}",
                                 param="stream", expected="{bytes: int >= 0}")
+        limit = self.settings.max_request_bytes
+        if total > limit:
+            raise TooLarge(f"an upload of {total} bytes is over the per-request limit of "
+                           f"{limit} bytes", bytes=total, limit=limit)
         return total
 
     def _run(self, call: Call, method: Method) -> None:
@@ -295,6 +314,8 @@ class Server:
                     del self._calls[call.id]
         if not cancelled and not call.cancelled.is_set():
             self._finish(call, error, result)
+        else:
+            _drop_handoff(result)
 
     @staticmethod
     def _invoke(call: Call, method: Method) -> tuple[dict[str, Any] | None, Any, bool]:
@@ -323,8 +344,13 @@ class Server:
     def _reply(self, rid: int, error: dict[str, Any] | None, result: Any) -> None:
         try:
             body = pack_response(rid, error, result)
-        except Exception as e:  # a result msgpack cannot carry
-            body = pack_response(rid, error_to_wire(e), None)
+        except Exception as e:  # a value msgpack cannot carry
+            if error is not None:
+                # Keep the error's code: only its details can hold such a
+                # value (an integer past 64 bits, say); send those as text.
+                body = pack_response(rid, _packable(error), None)
+            else:
+                body = pack_response(rid, error_to_wire(e), None)
         if self._output_closed:
             return
         try:
@@ -359,6 +385,50 @@ class Server:
                                          method=name).to_wire(), None)
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _packable(value: Any) -> Any:
+    """``value`` with everything msgpack cannot carry turned into text.
+
+    Maps, lists, str, bytes, bools, floats, None and integers in msgpack's
+    range are kept; anything else (a huge integer, a numpy scalar, an
+    object) becomes its ``repr``.
+    """
+    if value is None or isinstance(value, (bool, float, str, bytes)):
+        return value
+    if isinstance(value, int):
+        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+    if isinstance(value, dict):
+        return {str(k): _packable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_packable(v) for v in value]
+    return repr(value)
+
+
+def _drop_handoff(result: Any) -> None:
+    """Unlink the shared-memory file a result hands over, when its reply is dropped.
+
+    Only this sidecar's own segments are touched (the name check of
+    :func:`pybridge.shm.segment_pid`), whatever the result says.
+    """
+    if not isinstance(result, dict):
+        return
+    handoff = result.get("shm")
+    path = handoff.get("path") if isinstance(handoff, dict) else None
+    if not isinstance(path, str):
+        return
+    from pybridge import shm
+
+    if os.path.dirname(path) == shm.SHM_DIR and shm.segment_pid(path) == shm.sidecar_pid():
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the dropped handoff %s: %s", path, e)
+
+
 # -- process set-up -----------------------------------------------------------
 
 def _take_channel(settings: Settings) -> tuple[int, int]:
@@ -383,17 +453,38 @@ def _take_channel(settings: Settings) -> tuple[int, int]:
     return in_fd, out_fd
 
 
-def _exit_now(status: int) -> None:
+def _sweep() -> None:
+    """Remove every shared-memory file named after this sidecar (never raises)."""
+    from pybridge import shm
+
+    try:
+        removed = shm.sweep_own()
+    except Exception as e:  # noqa: BLE001 - exiting anyway
+        log.warning("cannot sweep shared memory: %s", e)
+        return
+    if removed:
+        log.debug("removed %d shared-memory files at exit", len(removed))
+
+
+def _exit_now(status: int, context: SidecarContext | None = None) -> None:
+    """Exit at once: kill the workers, remove this sidecar's shared memory, go.
+
+    The workers are killed first so that none can create a segment after
+    the sweep; a worker still starting dies by its parent-death signal.
+    """
+    if context is not None:
+        context.kill_workers()
+    _sweep()
     logging.shutdown()
     sys.stderr.flush()
     os._exit(status)
 
 
-def _exit_watchdog(status: int) -> None:
+def _exit_watchdog(status: int, context: SidecarContext) -> None:
     """End the process if clean shutdown hangs (the client is gone)."""
     def force() -> None:
         log.warning("shutdown took more than %.0f s; exiting", EXIT_DEADLINE_S)
-        _exit_now(status)
+        _exit_now(status, context)
 
     timer = threading.Timer(EXIT_DEADLINE_S, force)
     timer.daemon = True
@@ -401,13 +492,21 @@ def _exit_watchdog(status: int) -> None:
 
 
 def _close_within(context: SidecarContext, grace: float, status: int) -> None:
-    """Close the context, but exit at once if that takes more than ``grace`` s."""
+    """Close the context, but exit at once if that takes more than ``grace`` s.
+
+    Either way this sidecar's shared-memory files are removed.
+    """
+    # A pool still starting (the fork server imports zarr) is not worth
+    # waiting for, nor worth a warning.
+    was_up = context.workers_up()
     closer = threading.Thread(target=context.close, name="pybridge-close", daemon=True)
     closer.start()
     closer.join(grace)
     if closer.is_alive():
-        log.warning("worker pool did not close within %.2f s; exiting", grace)
-        _exit_now(status)
+        level = logging.WARNING if was_up else logging.DEBUG
+        log.log(level, "worker pool did not close within %.2f s; exiting", grace)
+        _exit_now(status, context)
+    _sweep()
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -446,6 +545,6 @@ def serve(settings: Settings) -> int:
         status = e.code if isinstance(e.code, int) else 1
         raise
     finally:
-        _exit_watchdog(status)
+        _exit_watchdog(status, context)
         _close_within(context, CLOSE_GRACE_S, status)
     return 0

@@ -11,13 +11,21 @@ start with a clear message instead of surfacing later.
 | ``--max-frame-bytes N`` | ``PYBRIDGE_MAX_FRAME_BYTES`` | 64 MiB |
 | ``--stream-frame-bytes N`` | ``PYBRIDGE_STREAM_FRAME_BYTES`` | 256 KiB |
 | ``--max-in-flight N`` | ``PYBRIDGE_MAX_IN_FLIGHT`` | 10000 |
+| ``--max-request-bytes N`` | ``PYBRIDGE_MAX_REQUEST_BYTES`` | 16 GiB |
 | ``--allow-pickle`` | ``PYBRIDGE_ALLOW_PICKLE=1`` | off |
 | ``--allowed-root DIR`` (repeatable) | ``PYBRIDGE_ALLOWED_ROOTS`` (``:``-separated) | none |
 | ``--handoff-threshold N`` | ``PYBRIDGE_HANDOFF_THRESHOLD`` | 4 MiB |
 | ``--stdio`` | ``PYBRIDGE_STDIO=1`` | off (fds 3 and 4) |
 | (none) | ``PYBRIDGE_TEST_METHODS=1`` | off |
 
-Byte sizes accept a binary suffix: ``256KiB``, ``64M``, ``1g``.
+Byte sizes accept a binary suffix: ``256KiB``, ``64M``, ``1g``, ``2T``.
+
+``max_request_bytes`` bounds the bytes one request may move: an array read's
+result, an array write's data, any upload stream. Such payloads are streamed
+in bands, so the sidecar's memory does not grow with them; the limit stops a
+mistaken request (a whole 1 TB array) from running for hours. A request over
+it gets ``too_large`` before any work is done. Results handed over through
+shared memory have their own, lower cap (they live in ``/dev/shm``).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ __all__ = ["Settings", "SettingsError", "parse_bool", "parse_size"]
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 
 #: Smallest ``max_frame_bytes`` accepted, and the room a ``stream.data``
 #: frame needs around its payload (msgpack headers and the id).
@@ -44,6 +53,7 @@ _SUFFIXES = {
     "k": KiB, "kb": KiB, "kib": KiB,
     "m": MiB, "mb": MiB, "mib": MiB,
     "g": 1024 * MiB, "gb": 1024 * MiB, "gib": 1024 * MiB,
+    "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB,
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -88,6 +98,7 @@ class Settings:
     max_frame_bytes: int = 64 * MiB
     stream_frame_bytes: int = 256 * KiB
     max_in_flight: int = 10_000
+    max_request_bytes: int = 16 * GiB
     allow_pickle: bool = False
     test_methods: bool = False
     allowed_roots: tuple[str, ...] = ()
@@ -107,6 +118,9 @@ class Settings:
                 f"got {self.stream_frame_bytes}")
         if self.max_in_flight < 1:
             raise SettingsError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
+        if self.max_request_bytes < 1:
+            raise SettingsError(
+                f"max_request_bytes must be at least 1, got {self.max_request_bytes}")
         if self.handoff_threshold < 0:
             raise SettingsError(f"handoff_threshold must be >= 0, got {self.handoff_threshold}")
         for root in self.allowed_roots:
@@ -151,6 +165,8 @@ class Settings:
                                     parse_size,
                                     max(1, min(256 * KiB, max_frame - STREAM_FRAME_OVERHEAD))),
             max_in_flight=pick(ns["max_in_flight"], "PYBRIDGE_MAX_IN_FLIGHT", _parse_int, 10_000),
+            max_request_bytes=pick(ns["max_request_bytes"], "PYBRIDGE_MAX_REQUEST_BYTES",
+                                   parse_size, 16 * GiB),
             allow_pickle=pick(True if ns["allow_pickle"] else None, "PYBRIDGE_ALLOW_PICKLE",
                               parse_bool, False),
             test_methods=parse_bool(environ.get("PYBRIDGE_TEST_METHODS", "")),
@@ -173,6 +189,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "--max-frame-bytes": ("max_frame_bytes", "size"),
     "--stream-frame-bytes": ("stream_frame_bytes", "size"),
     "--max-in-flight": ("max_in_flight", "int"),
+    "--max-request-bytes": ("max_request_bytes", "size"),
     "--allow-pickle": ("allow_pickle", "flag"),
     "--allowed-root": ("allowed_root", "append"),
     "--handoff-threshold": ("handoff_threshold", "size"),
@@ -239,6 +256,8 @@ def _parser() -> Any:
                    help="size of the pieces large payloads are cut into (default 256KiB)")
     p.add_argument("--max-in-flight", type=int, metavar="N",
                    help="requests accepted and not yet answered (default 10000)")
+    p.add_argument("--max-request-bytes", type=_argparse_size, metavar="BYTES",
+                   help="most bytes one request may read, write or upload (default 16GiB)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow codecs that can run code on decode (pickle)")
     p.add_argument("--allowed-root", action="append", metavar="DIR",

@@ -102,7 +102,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import ForkServerProcess
 
 __all__ = ["SHM_THRESHOLD", "RemoteError", "WorkerPool", "in_worker", "output_buffer",
-           "tune_malloc"]
+           "quiet_blosc", "tune_malloc"]
 
 log = logging.getLogger("pybridge.workers")
 
@@ -173,6 +173,31 @@ def tune_malloc() -> bool:
     ok: bool = mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
     trimmed: bool = mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES) == 1
     return ok and trimmed
+
+
+def quiet_blosc(use_threads: bool | None = None) -> None:
+    """Give numcodecs' blosc a thread lock instead of a multiprocessing one.
+
+    numcodecs creates a ``multiprocessing.Lock`` (a named POSIX semaphore,
+    registered with the resource tracker) the first time a process uses
+    blosc. A worker or sidecar killed by a signal never unregisters it, and
+    the resource tracker then warns about "leaked semaphore objects" and
+    unlinks it at shutdown. The lock only guards blosc's global context
+    against other threads of the same process (every process has its own
+    context), so a ``threading.Lock`` does the same job without a semaphore.
+    ``use_threads`` is set as given (None keeps numcodecs' default: threads
+    only from the main thread). Does nothing when numcodecs is missing.
+    """
+    try:
+        import numcodecs.blosc as blosc
+    except Exception:  # noqa: BLE001 - no blosc, nothing to do
+        return
+    with contextlib.suppress(Exception):
+        if not getattr(blosc, "_MUTEX_IS_INIT", True):
+            blosc._MUTEX = threading.Lock()
+            blosc._MUTEX_IS_INIT = True
+    if use_threads is not None:
+        blosc.use_threads = use_threads
 
 
 def _segment_size(need: int, current: int) -> int | None:
@@ -330,10 +355,7 @@ def _worker_main(conn: Connection, sidecar_pid: int, threshold: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_malloc()
     shm.set_sidecar_pid(sidecar_pid)
-    with contextlib.suppress(Exception):
-        import numcodecs.blosc
-
-        numcodecs.blosc.use_threads = False  # the pool is the parallelism
+    quiet_blosc(use_threads=False)  # the pool is the parallelism
     state = _state = _WorkerState(threshold)
     try:
         while True:
@@ -341,14 +363,17 @@ def _worker_main(conn: Connection, sidecar_pid: int, threshold: int) -> None:
                 msg = conn.recv_bytes()
             except (EOFError, OSError):
                 return  # the sidecar is gone
-            task = pickle.loads(msg)
-            if task is None:
-                return
-            fn, args, spec, state.out, retired = task
-            state.drop(retired)
             state.claimed = None
             payload = None
             try:
+                # Unpickling runs code (it imports the task's module, and a
+                # module may fail to import): a failure is this task's error
+                # reply, never the worker's death.
+                task = pickle.loads(msg)
+                if task is None:
+                    return
+                fn, args, spec, state.out, retired = task
+                state.drop(retired)
                 payload = state.payload(spec)
                 reply = state.result(fn(payload, *args))
             except BaseException as exc:  # noqa: BLE001 - every failure is reported
@@ -537,6 +562,19 @@ class WorkerPool:
     def alive_count(self) -> int:
         """How many workers are running now."""
         return sum(1 for s in self._slots if s.proc is not None and s.proc.is_alive())
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker now and return (for a sidecar exiting by force).
+
+        Takes no lock and waits for nothing, so it works while :meth:`close`
+        is stuck; the pool is unusable afterwards.
+        """
+        for slot in list(self._slots):
+            proc = slot.proc
+            with contextlib.suppress(Exception):
+                # A worker already reaped is skipped: its pid may be reused.
+                if proc is not None and proc.pid is not None and proc.exitcode is None:
+                    os.kill(proc.pid, signal.SIGKILL)
 
     def pids(self) -> list[int]:
         """The pids of the running workers."""

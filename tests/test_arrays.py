@@ -413,7 +413,8 @@ def test_open_reports_metadata_like_zarr_python(sc, tmp_path):
         "dtype": "int16", "fill_value": 3, "order": "F",
         "compressor": z.metadata.compressor.get_config(),
         "filters": [f.get_config() for f in z.metadata.filters], "codecs": None,
-        "dimension_separator": "/", "dimension_names": None, "attributes": {"a": 1}}
+        "dimension_separator": "/", "chunk_key_encoding": {"name": "v2", "separator": "/"},
+        "dimension_names": None, "attributes": {"a": 1}}
 
 
 def test_metadata_cache_sees_changes(sc, tmp_path):
@@ -801,3 +802,213 @@ def test_cancelled_reads_and_writes_leave_nothing_behind(sc, tmp_path):
          data[1000:1001])
     assert read_segments() <= before
     same(le_bytes(zarr.open_array(str(tmp_path / "c"), mode="r")[...]), data)
+
+
+# --------------------------------------------------------------------------
+# Resize, append, raw chunks, steps, sharding (PROTOCOL.md §8)
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_resize_and_append(sc, tmp_path, fmt):
+    st = {"store": fs(tmp_path / "a")}
+    ok(sc.call("array.create", {**st, "zarr_format": fmt, "shape": [5, 4], "chunks": [2, 3],
+                                "dtype": "int16", "fill_value": -1}))
+    data = sample("int16", (5, 4), seed=1)
+    ok(sc.call("array.write", {**st, "shape": [5, 4], "data": le_bytes(data)}))
+    # grow: the new cells read as the fill value, in zarr-python too
+    meta = ok(sc.call("array.resize", {**st, "shape": [7, 6]}))["metadata"]
+    assert meta["shape"] == [7, 6]
+    want = np.full((7, 6), -1, "int16")
+    want[:5, :4] = data
+    z = zarr.open_array(str(tmp_path / "a"), mode="r")
+    assert z.shape == (7, 6)
+    same(le_bytes(z[...]), want)
+    same(sc.call("array.read", st).data, want)
+    # shrink: chunks wholly outside are gone
+    ok(sc.call("array.resize", {**st, "shape": [2, 3]}))
+    keys = ok(sc.call("array.chunk_keys", st))["keys"]
+    assert keys == (["0.0"] if fmt == 2 else ["c/0/0"])
+    same(sc.call("array.read", st).data, data[:2, :3])
+    # append along each axis, and the metadata says the new shape
+    block = sample("int16", (3, 3), seed=2)
+    meta = ok(sc.call("array.append", {**st, "shape": [3, 3], "data": le_bytes(block)}))
+    assert meta["metadata"]["shape"] == [5, 3]
+    col = sample("int16", (5, 2), seed=3)
+    meta = ok(sc.call("array.append", {**st, "axis": 1, "shape": [5, 2],
+                                       "data": le_bytes(col)}))["metadata"]
+    assert meta["shape"] == [5, 5]
+    want = np.concatenate([np.concatenate([data[:2, :3], block]), col], axis=1)
+    same(le_bytes(zarr.open_array(str(tmp_path / "a"), mode="r")[...]), want)
+    # a streamed append
+    rows = sample("int16", (40, 5), seed=4)
+    rid = sc.request("array.append", {**st, "shape": [40, 5],
+                                      "stream": {"bytes": rows.nbytes}})
+    sc.upload(rid, le_bytes(rows), piece=100)
+    assert ok(sc.response(rid))["metadata"]["shape"] == [45, 5]
+    same(sc.call("array.read", {**st, "start": [5, 0]}).data, rows)
+    # errors leave the array as it was
+    err(sc.call("array.append", {**st, "shape": [2, 4], "data": b"\0" * 16}),
+        "invalid_selection")
+    err(sc.call("array.append", {**st, "shape": [2, 5], "data": b"\0" * 3}),
+        "data_size_mismatch")
+    err(sc.call("array.append", {**st, "axis": 2, "shape": [2, 5], "data": b"\0" * 20}),
+        "invalid_params")
+    err(sc.call("array.resize", {**st, "shape": [4]}), "invalid_selection")
+    err(sc.call("array.resize", {**st, "mode": "r", "shape": [4, 4]}), "read_only")
+    assert ok(sc.call("array.open", st))["metadata"]["shape"] == [45, 5]
+
+
+def test_append_strings_and_0d(sc, tmp_path):
+    st = {"store": fs(tmp_path / "s")}
+    ok(sc.call("array.create", {**st, "shape": [2], "chunks": [2], "dtype": "string"}))
+    ok(sc.call("array.write", {**st, "shape": [2], "values": ["a", "b"]}))
+    meta = ok(sc.call("array.append", {**st, "shape": [3], "values": ["c", "", "é"]}))
+    assert meta["metadata"]["shape"] == [5]
+    assert zarr.open_array(str(tmp_path / "s"), mode="r")[...].tolist() == \
+        ["a", "b", "c", "", "é"]
+    ok(sc.call("array.create", {"store": fs(tmp_path / "z"), "shape": [], "chunks": [],
+                                "dtype": "int8"}))
+    err(sc.call("array.append", {"store": fs(tmp_path / "z"), "shape": [],
+                                 "data": b"\0"}), "invalid_params")
+
+
+@pytest.mark.parametrize("fmt,encoding", [(2, None), (2, {"name": "v2", "separator": "/"}),
+                                          (3, None), (3, {"name": "default", "separator": "."}),
+                                          (3, {"name": "v2", "separator": "."}),
+                                          (3, {"name": "v2", "separator": "/"})])
+def test_raw_chunks_round_trip(sc, tmp_path, fmt, encoding):
+    params = {"store": fs(tmp_path / "a"), "zarr_format": fmt, "shape": [5, 4],
+              "chunks": [2, 3], "dtype": "float32", "compressor": {"id": "zlib", "level": 1}}
+    if encoding:
+        params["chunk_key_encoding"] = encoding
+    meta = ok(sc.call("array.create", params))["metadata"]
+    name = encoding["name"] if encoding else ("v2" if fmt == 2 else "default")
+    sep = encoding["separator"] if encoding else ("." if fmt == 2 else "/")
+    assert meta["chunk_key_encoding"] == {"name": name, "separator": sep}
+    st = {"store": fs(tmp_path / "a")}
+    data = sample("float32", (5, 4), seed=6)
+    ok(sc.call("array.write", {**st, "shape": [5, 4], "data": le_bytes(data)}))
+
+    def key(i: int, j: int) -> str:
+        return f"c{sep}{i}{sep}{j}" if name == "default" else f"{i}{sep}{j}"
+
+    keys = ok(sc.call("array.chunk_keys", st))["keys"]
+    assert keys == sorted(key(i, j) for i in range(3) for j in range(2))
+    z = zarr.open_array(str(tmp_path / "a"), mode="r")
+    assert z.metadata.encode_chunk_key((2, 1)) == key(2, 1)  # zarr-python agrees
+    raw = ok(sc.call("array.read_chunk_raw", {**st, "key": key(2, 1)}))["data"]
+    assert raw == (tmp_path / "a").joinpath(*key(2, 1).split("/")).read_bytes()
+    assert np.frombuffer(numcodecs.Zlib().decode(raw), "<f4").tolist() == \
+        np.pad(data[4:5, 3:4], ((0, 1), (0, 2))).astype("<f4").reshape(-1).tolist()
+    # a chunk written raw is what zarr-python reads
+    new = np.arange(6, dtype="<f4").reshape(2, 3) + 100
+    ok(sc.call("array.write_chunk_raw", {**st, "key": key(0, 0),
+                                         "data": numcodecs.Zlib(1).encode(new.tobytes())}))
+    data[0:2, 0:3] = new
+    same(le_bytes(zarr.open_array(str(tmp_path / "a"), mode="r")[...]), data)
+    same(sc.call("array.read", st).data, data)
+    # errors
+    err(sc.call("array.read_chunk_raw", {**st, "key": "nonsense"}), "invalid_params")
+    err(sc.call("array.read_chunk_raw", {**st, "key": key(0, 0) + sep + "0"}),
+        "invalid_params")
+    err(sc.call("array.read_chunk_raw", {**st, "key": "../" + key(0, 0)}), "invalid_params")
+    err(sc.call("array.write_chunk_raw", {**st, "key": key(3, 0), "data": b"x"}),
+        "invalid_selection")
+    err(sc.call("array.write_chunk_raw", {**st, "key": ".zarray", "data": b"{}"}),
+        "invalid_params")
+    err(sc.call("array.write_chunk_raw", {**st, "mode": "r", "key": key(0, 0), "data": b""}),
+        "read_only")
+    ok(sc.call("array.write", {**st, "start": [2, 0], "shape": [2, 3],
+                               "data": le_bytes(np.zeros((2, 3), "float32"))}))
+    err(sc.call("array.read_chunk_raw", {**st, "key": key(1, 0)}), "not_found")
+
+
+def test_step_selections(sc, tmp_path):
+    data = sample("int32", (23, 17, 5), seed=7)
+    zarr.create_array(str(tmp_path / "a"), shape=data.shape, chunks=(4, 5, 2),
+                      dtype="int32")[...] = data
+    st = {"store": fs(tmp_path / "a")}
+    for start, stop, step in [([0, 0, 0], [23, 17, 5], [1, 1, 1]),
+                              ([1, 2, 0], [23, 17, 5], [3, 4, 2]),
+                              ([5, 0, 1], [6, 17, 5], [7, 16, 9]),
+                              ([0, 0, 0], [23, 17, 5], [23, 17, 5]),
+                              ([4, 4, 4], [4, 9, 5], [2, 2, 2])]:
+        reply = sc.call("array.read", {**st, "start": start, "stop": stop, "step": step})
+        want = data[tuple(slice(a, b, s) for a, b, s in zip(start, stop, step))]
+        assert ok(reply)["shape"] == list(want.shape)
+        same(reply.data, want)
+    err(sc.call("array.read", {**st, "step": [0, 1, 1]}), "invalid_params")
+    err(sc.call("array.read", {**st, "step": [1, 1]}), "invalid_selection")
+    # a big stepped read streams, and hands off
+    big = np.arange(2000 * 1500, dtype="float64").reshape(2000, 1500)
+    zarr.create_array(str(tmp_path / "b"), shape=big.shape, chunks=(256, 512),
+                      dtype="float64")[...] = big
+    reply = sc.call("array.read", {"store": fs(tmp_path / "b"), "step": [1, 2]}, timeout=60)
+    assert "stream" in ok(reply)
+    same(reply.data, big[:, ::2])
+    res = ok(sc.call("array.read", {"store": fs(tmp_path / "b"), "step": [2, 1],
+                                    "handoff": True}, timeout=60))
+    with open(res["shm"]["path"], "rb") as f:
+        same(f.read(), big[::2])
+    os.unlink(res["shm"]["path"])
+
+
+def test_partial_shards_both_ways(sc, tmp_path):
+    data = sample("float32", (20, 18), seed=9)
+    # zarr-python writes one inner chunk of one shard, and a whole other shard
+    z = zarr.create_array(str(tmp_path / "z"), shape=(20, 18), chunks=(4, 3), shards=(8, 9),
+                          dtype="float32", fill_value=-2.5, dimension_names=["y", "x"])
+    z[0:4, 0:3] = data[0:4, 0:3]
+    z[8:16, 9:18] = data[8:16, 9:18]
+    want = z[...]
+    assert sorted(ok(sc.call("array.chunk_keys", {"store": fs(tmp_path / "z")}))["keys"]) == \
+        ["c/0/0", "c/1/1"]
+    meta = ok(sc.call("array.open", {"store": fs(tmp_path / "z")}))["metadata"]
+    assert meta["shards"] == [8, 9] and meta["chunks"] == [4, 3]
+    assert meta["dimension_names"] == ["y", "x"]
+    same(sc.call("array.read", {"store": fs(tmp_path / "z")}).data, want)
+    same(sc.call("array.read", {"store": fs(tmp_path / "z"), "start": [3, 2],
+                                "stop": [17, 15]}).data, want[3:17, 2:15])
+    # the sidecar writes single cells into shards (missing inner chunks stay missing)
+    st = {"store": fs(tmp_path / "s")}
+    ok(sc.call("array.create", {**st, "shape": [20, 18], "chunks": [4, 3], "shards": [8, 9],
+                                "dtype": "float32", "fill_value": -2.5,
+                                "compressor": {"id": "blosc", "cname": "lz4",
+                                               "shuffle": "bitshuffle"}}))
+    ok(sc.call("array.write", {**st, "start": [0, 0], "shape": [4, 3],
+                               "data": le_bytes(data[0:4, 0:3])}))
+    ok(sc.call("array.write", {**st, "start": [8, 9], "shape": [8, 9],
+                               "data": le_bytes(data[8:16, 9:18])}))
+    ok(sc.call("array.write", {**st, "start": [19, 17], "shape": [1, 1],
+                               "data": le_bytes(data[19:20, 17:18])}))
+    want[19, 17] = data[19, 17]
+    zs = zarr.open_array(str(tmp_path / "s"), mode="r")
+    same(le_bytes(zs[...]), want)
+    # the first shard holds one inner chunk: its index marks the other three missing
+    raw = ok(sc.call("array.read_chunk_raw", {**st, "key": "c/0/0"}))["data"]
+    index = np.frombuffer(raw[-(2 * 3 * 2 * 8 + 4):-4], "<u8").reshape(-1, 2)
+    assert (index[:, 0] == 2**64 - 1).sum() == 5 and (index[:, 0] != 2**64 - 1).sum() == 1
+
+
+def test_blosc_frames_cut_short_are_decode_failed(sc, tmp_path):
+    """blosc trusts its header and reads past a cut frame: every read path checks it."""
+    values = np.frombuffer(os.urandom(2048 * 8), dtype="<u8")  # stored uncompressed by blosc
+    blosc = {"id": "blosc", "cname": "lz4", "clevel": 1, "shuffle": 1}
+    cases = [({"zarr_format": 2, "compressor": blosc}, "0"),
+             ({"compressor": blosc}, "c/0"),
+             ({"codecs": [{"name": "transpose", "configuration": {"order": [0]}},
+                          {"name": "bytes", "configuration": {"endian": "little"}},
+                          {"name": "blosc", "configuration": {
+                              "cname": "lz4", "clevel": 1, "shuffle": "shuffle",
+                              "typesize": 8, "blocksize": 0}}]}, "c/0")]
+    for i, (params, key) in enumerate(cases):
+        for store in (fs(tmp_path / f"a{i}"), {"kind": "memory", "name": f"cut{i}"}):
+            st = {"store": store}
+            ok(sc.call("array.create", {**st, "shape": [2048], "chunks": [2048],
+                                        "dtype": "uint64", **params}))
+            ok(sc.call("array.write", {**st, "shape": [2048], "data": values.tobytes()}))
+            raw = ok(sc.call("array.read_chunk_raw", {**st, "key": key}))["data"]
+            ok(sc.call("array.write_chunk_raw", {**st, "key": key, "data": raw[:len(raw) // 2]}))
+            for extra in ({}, {"step": [3]}, {"start": [5], "stop": [9]}):
+                e = err(sc.call("array.read", {**st, **extra}), "decode_failed")
+                assert e["details"].get("chunk", key).endswith(key), e
+    sc.ping()

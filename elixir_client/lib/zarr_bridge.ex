@@ -13,8 +13,23 @@ defmodule ZarrBridge do
 
     * `create/1` and `open/1` give a `ZarrBridge.Array`;
     * `ZarrBridge.Array` reads and writes slices (nested tuples, or
-      `ZarrBridge.NDArray` for large data) and attributes;
+      `ZarrBridge.NDArray` for large data), attributes, and raw chunks, and
+      resizes and appends;
+    * `ZarrBridge.Group` creates, opens and walks groups;
+    * `consolidate_metadata/1` writes a group's consolidated metadata;
     * `ZarrBridge.Codecs` runs any numcodecs codec on binaries.
+
+  ## Stores
+
+  Every function that names a node takes the same three options:
+
+    * `:storage` - `:filesystem` (the default: a directory), `:zip` (a zip
+      file, read and written, Zarr v2 and v3) or `:memory` (a store named
+      `path` held inside the sidecar, alive as long as the sidecar process);
+    * `:path` - the directory, the zip file, or the memory store's name;
+    * `:node` - the path of the array or group inside the store (default
+      `""`, the store's root). An array inside a group or a zip is opened
+      by that path, e.g. `node: "labels/names"`.
 
   ## Example
 
@@ -35,37 +50,40 @@ defmodule ZarrBridge do
       {:ok, array} = ZarrBridge.open(storage: :filesystem, path: "/shared/data/measurements")
       {:ok, slice} = ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {100, 50})
 
+      {:ok, names} = ZarrBridge.open(storage: :zip, path: "/shared/data/archive.zip",
+                                     node: "labels/names")
+
   Both Zarr formats are read and written (the format of an existing array is
   detected from its `.zarray` or `zarr.json`), and the arrays are the same
   files zarr-python reads and writes.
   """
 
-  alias ZarrBridge.{Array, CodecSpec, Dtype, Error, Metadata, Sidecar}
+  alias ZarrBridge.{Array, CodecSpec, Dtype, Error, Group, Metadata, Options, Sidecar}
 
   @type mode :: :r | :"r+" | :a | :w | :"w-"
+  @type storage :: :filesystem | :zip | :memory
+
+  @store_keys [:storage, :path, :node, :server, :timeout]
 
   @create_keys [
-    :shape,
-    :chunks,
-    :dtype,
-    :compressor,
-    :filters,
-    :fill_value,
-    :order,
-    :dimension_separator,
-    :zarr_version,
-    :codecs,
-    :shards,
-    :dimension_names,
-    :attributes,
-    :storage,
-    :path,
-    :mode,
-    :server,
-    :timeout
-  ]
+                 :shape,
+                 :chunks,
+                 :dtype,
+                 :compressor,
+                 :filters,
+                 :fill_value,
+                 :order,
+                 :dimension_separator,
+                 :chunk_key_encoding,
+                 :zarr_version,
+                 :codecs,
+                 :shards,
+                 :dimension_names,
+                 :attributes,
+                 :mode
+               ] ++ @store_keys
 
-  @open_keys [:storage, :path, :mode, :server, :timeout]
+  @open_keys [:mode | @store_keys]
   @modes [:r, :"r+", :a, :w, :"w-"]
 
   @doc """
@@ -73,12 +91,14 @@ defmodule ZarrBridge do
 
   ## Options
 
-    * `:path` (required) - the directory of the array. Relative paths are
-      expanded against the current directory.
+    * `:storage`, `:path` (required), `:node` - where (see "Stores" in the
+      module doc). Relative filesystem and zip paths are expanded against
+      the current directory.
     * `:shape` (required) - a tuple of non-negative integers.
     * `:dtype` (required) - an Elixir dtype (see `ZarrBridge.NDArray`), e.g.
-      `:float64`, `:int32`, `:bool`, `{:datetime64, :ns}`; a wire name such
-      as `"float64"` is accepted too.
+      `:float64`, `:int32`, `:bool`, `{:datetime64, :ns}`, `:string`,
+      `[{"x", :int32}, {"y", :float64}]`; a wire name such as `"float64"`
+      is accepted too.
     * `:chunks` - a tuple of positive integers (default: the shape, one
       chunk; a zero length becomes 1).
     * `:zarr_version` - `2` or `3` (default `3`).
@@ -100,15 +120,18 @@ defmodule ZarrBridge do
     * `:shards` - v3 only: the shard shape (a tuple of multiples of
       `:chunks`).
     * `:fill_value` - the value of unwritten elements (zarr-python's default
-      when absent: zero, `false`, …). `:nan`, `:infinity`, `:neg_infinity`
-      and `{re, im}` are accepted.
+      when absent: zero, `false`, NaT, `""`, …). `:nan`, `:infinity`,
+      `:neg_infinity`, `{re, im}` and, for a structured dtype, a map of
+      field values are accepted.
     * `:order` - `"C"`/`:c` or `"F"`/`:f` (the memory order of v2 chunks;
       v3 stores C order only).
     * `:dimension_separator` - `"."` or `"/"` for the chunk keys (defaults:
       `"."` for v2, `"/"` for v3).
+    * `:chunk_key_encoding` - v3: `{:default, "/" | "."}` (chunk keys
+      `c/0/1`, the default) or `{:v2, "." | "/"}` (keys `0.1`, as v2 has);
+      a bare `:default` or `:v2` takes that encoding's default separator.
     * `:dimension_names` - v3 only: a list of names (strings or `nil`).
     * `:attributes` - a map of user attributes.
-    * `:storage` - `:filesystem` (the only storage; the default).
     * `:mode` - `:"w-"` (default: fail with `:already_exists` if something
       is there), `:w` (overwrite), `:a` (open if it exists, create
       otherwise), `:r`/`:"r+"` (open only).
@@ -125,15 +148,12 @@ defmodule ZarrBridge do
   """
   @spec create(keyword) :: {:ok, Array.t()} | {:error, Error.t()}
   def create(opts) when is_list(opts) do
-    check_opts!(opts, @create_keys)
-    path = path!(opts)
-    storage!(opts)
-    mode = mode!(Keyword.get(opts, :mode, :"w-"), @modes)
+    Options.check!(opts, @create_keys)
+    {storage, path, store} = Options.store!(opts)
+    node = Options.node!(opts)
+    mode = Options.mode!(Keyword.get(opts, :mode, :"w-"), @modes)
     shape = int_tuple!(opts, :shape, required: true)
-    format = Keyword.get(opts, :zarr_version, 3)
-
-    if format not in [2, 3],
-      do: raise(ArgumentError, "zarr_version must be 2 or 3, got: #{inspect(format)}")
+    format = Options.zarr_version!(opts, 3)
 
     chunks =
       int_tuple!(opts, :chunks) ||
@@ -141,13 +161,12 @@ defmodule ZarrBridge do
 
     with {:ok, dtype} <- dtype(opts),
          {:ok, wire_dtype} <- Dtype.to_wire(dtype),
-         {:ok, codec_params} <- codec_params(opts, dtype) do
-      store = store(path)
-
+         {:ok, codec_params} <- codec_params(opts, dtype),
+         {:ok, optional} <- optional_params(opts, dtype) do
       params =
         %{
           "store" => store,
-          "path" => "",
+          "path" => node,
           "mode" => Atom.to_string(mode),
           "zarr_format" => format,
           "shape" => Tuple.to_list(shape),
@@ -155,29 +174,26 @@ defmodule ZarrBridge do
           "dtype" => wire_dtype
         }
         |> Map.merge(codec_params)
-        |> Map.merge(optional_params(opts, dtype))
+        |> Map.merge(optional)
 
-      open_result(
-        Sidecar.call(server(opts), "array.create", params, call_opts(opts)),
-        opts,
-        path,
-        store,
-        mode
-      )
+      opts
+      |> Options.server()
+      |> Sidecar.call("array.create", params, Options.call_opts(opts))
+      |> array_result(opts, {storage, path, store, node}, mode)
     end
   end
 
   @doc "Like `create/1`, but raises `ZarrBridge.Error`."
   @spec create!(keyword) :: Array.t()
-  def create!(opts), do: bang(create(opts))
+  def create!(opts), do: Options.bang(create(opts))
 
   @doc """
   Opens an existing array (Zarr v2 or v3, detected from its metadata).
 
   ## Options
 
-    * `:path` (required) - the directory of the array.
-    * `:storage` - `:filesystem` (the only storage; the default).
+    * `:storage`, `:path` (required), `:node` - where (see "Stores" in the
+      module doc).
     * `:mode` - `:"r+"` (default: read and write), `:r` (read only: writes
       fail with `:read_only`) or `:a` (the same as `:"r+"` for an existing
       array). Opening never creates an array; use `create/1` for that.
@@ -185,6 +201,9 @@ defmodule ZarrBridge do
       array opened with ExZarr's call can be updated, as ExZarr allows.)
     * `:server` - the sidecar (default `ZarrBridge.Sidecar`);
       `:timeout` - in milliseconds.
+
+  When the store holds consolidated metadata above the array, the sidecar
+  uses it, as zarr-python does.
 
   ## Errors
 
@@ -194,51 +213,93 @@ defmodule ZarrBridge do
   """
   @spec open(keyword) :: {:ok, Array.t()} | {:error, Error.t()}
   def open(opts) when is_list(opts) do
-    check_opts!(opts, @open_keys)
-    path = path!(opts)
-    storage!(opts)
-    mode = mode!(Keyword.get(opts, :mode, :"r+"), [:r, :"r+", :a])
-    store = store(path)
+    Options.check!(opts, @open_keys)
+    {storage, path, store} = Options.store!(opts)
+    node = Options.node!(opts)
+    mode = Options.mode!(Keyword.get(opts, :mode, :"r+"), [:r, :"r+", :a])
     # Opening only reads metadata; the mode is kept in the struct for writes.
-    params = %{"store" => store, "path" => "", "mode" => "r"}
+    params = %{"store" => store, "path" => node, "mode" => "r"}
 
-    open_result(
-      Sidecar.call(server(opts), "array.open", params, call_opts(opts)),
-      opts,
-      path,
-      store,
-      mode
-    )
+    opts
+    |> Options.server()
+    |> Sidecar.call("array.open", params, Options.call_opts(opts))
+    |> array_result(opts, {storage, path, store, node}, mode)
   end
 
   @doc "Like `open/1`, but raises `ZarrBridge.Error`."
   @spec open!(keyword) :: Array.t()
-  def open!(opts), do: bang(open(opts))
+  def open!(opts), do: Options.bang(open(opts))
+
+  @doc """
+  Writes the consolidated metadata of the group at `node:` (every array's
+  and group's metadata below it, in one document: v2 `.zmetadata`, or
+  zarr-python's v3 form inside `zarr.json`) and returns the group.
+
+  Opening an array or group below it then reads the consolidated document
+  (zarr-python's default behaviour), so a store with many nodes opens with
+  one read. Consolidate again after adding nodes or changing attributes.
+
+  Options: `:storage`, `:path` (required), `:node` (see "Stores" in the
+  module doc), `:server`, `:timeout`.
+
+  Errors: `:not_found` (no group there), `:read_only`, `:store_error`,
+  `:forbidden_path`.
+  """
+  @spec consolidate_metadata(keyword) :: {:ok, Group.t()} | {:error, Error.t()}
+  def consolidate_metadata(opts) when is_list(opts) do
+    Options.check!(opts, @store_keys)
+    {storage, path, store} = Options.store!(opts)
+    node = Options.node!(opts)
+    params = %{"store" => store, "path" => node}
+
+    case Sidecar.call(
+           Options.server(opts),
+           "store.consolidate_metadata",
+           params,
+           Options.call_opts(opts)
+         ) do
+      {:ok, %{"group" => info}} ->
+        Group.from_info(info, %{
+          storage: storage,
+          path: path,
+          store: store,
+          node: node,
+          server: Options.server(opts),
+          mode: :"r+"
+        })
+
+      {:ok, other} ->
+        Options.unexpected(other)
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
+  @doc "Like `consolidate_metadata/1`, but raises `ZarrBridge.Error`."
+  @spec consolidate_metadata!(keyword) :: Group.t()
+  def consolidate_metadata!(opts), do: Options.bang(consolidate_metadata(opts))
 
   # ------------------------------------------------------------------
 
-  defp open_result(result, opts, path, store, mode) do
+  defp array_result(result, opts, {storage, path, store, node}, mode) do
     case result do
       {:ok, %{"metadata" => wire}} ->
         with {:ok, metadata} <- Metadata.from_wire(wire) do
           {:ok,
            %Array{
              metadata: metadata,
-             storage: :filesystem,
+             storage: storage,
              path: path,
+             node: node,
              mode: mode,
-             server: server(opts),
+             server: Options.server(opts),
              store: store
            }}
         end
 
       {:ok, other} ->
-        {:error,
-         %Error{
-           code: :invalid_message,
-           message: "unexpected result from the sidecar: #{inspect(other, limit: 10)}",
-           details: %{result: other}
-         }}
+        Options.unexpected(other)
 
       {:error, %Error{}} = error ->
         error
@@ -289,62 +350,46 @@ defmodule ZarrBridge do
   end
 
   defp optional_params(opts, dtype) do
-    Enum.reduce(opts, %{}, fn
-      {:fill_value, value}, acc -> Map.put(acc, "fill_value", fill_value(value, dtype))
-      {:order, order}, acc -> Map.put(acc, "order", order!(order))
-      {:dimension_separator, sep}, acc -> Map.put(acc, "dimension_separator", separator!(sep))
-      {:shards, _}, acc -> Map.put(acc, "shards", opts |> int_tuple!(:shards) |> list_or_nil())
-      {:dimension_names, names}, acc -> Map.put(acc, "dimension_names", names!(names))
-      {:attributes, attrs}, acc -> Map.put(acc, "attributes", attributes!(attrs))
-      _, acc -> acc
+    Enum.reduce_while(opts, {:ok, %{}}, fn {key, value}, {:ok, acc} ->
+      case optional_param(key, value, opts, dtype) do
+        :skip -> {:cont, {:ok, acc}}
+        {:ok, wire_key, wire} -> {:cont, {:ok, Map.put(acc, wire_key, wire)}}
+        {:error, %Error{}} = error -> {:halt, error}
+      end
     end)
   end
 
+  defp optional_param(:fill_value, value, _opts, dtype) do
+    with {:ok, wire} <- Metadata.fill_value_to_wire(value, dtype), do: {:ok, "fill_value", wire}
+  end
+
+  defp optional_param(:order, order, _opts, _dtype), do: {:ok, "order", order!(order)}
+
+  defp optional_param(:dimension_separator, sep, _opts, _dtype),
+    do: {:ok, "dimension_separator", separator!(sep, :dimension_separator)}
+
+  defp optional_param(:chunk_key_encoding, encoding, _opts, _dtype),
+    do: {:ok, "chunk_key_encoding", chunk_key_encoding!(encoding)}
+
+  defp optional_param(:shards, _, opts, _dtype),
+    do: {:ok, "shards", opts |> int_tuple!(:shards) |> list_or_nil()}
+
+  defp optional_param(:dimension_names, names, _opts, _dtype),
+    do: {:ok, "dimension_names", names!(names)}
+
+  defp optional_param(:attributes, attrs, _opts, _dtype),
+    do: {:ok, "attributes", Options.attributes!(attrs)}
+
+  defp optional_param(_key, _value, _opts, _dtype), do: :skip
+
   defp list_or_nil(nil), do: nil
   defp list_or_nil(tuple), do: Tuple.to_list(tuple)
-
-  defp fill_value({re, im}, dtype) when dtype in [:complex64, :complex128], do: [re, im]
-
-  defp fill_value(value, dtype) when is_binary(value) and dtype == :bytes, do: {:bin, value}
-
-  defp fill_value(value, {:fixed_bytes, _}) when is_binary(value), do: {:bin, value}
-  defp fill_value(value, _dtype), do: value
 
   defp dtype(opts) do
     case Keyword.fetch(opts, :dtype) do
       {:ok, dtype} -> Dtype.normalize(dtype)
       :error -> raise ArgumentError, "the :dtype option is required"
     end
-  end
-
-  defp path!(opts) do
-    case Keyword.fetch(opts, :path) do
-      {:ok, path} when is_binary(path) and path != "" ->
-        Path.expand(path)
-
-      {:ok, other} ->
-        raise ArgumentError, "path must be a non-empty string, got: #{inspect(other)}"
-
-      :error ->
-        raise ArgumentError, "the :path option is required"
-    end
-  end
-
-  defp storage!(opts) do
-    case Keyword.get(opts, :storage, :filesystem) do
-      :filesystem ->
-        :ok
-
-      other ->
-        raise ArgumentError, "only storage: :filesystem is supported, got: #{inspect(other)}"
-    end
-  end
-
-  defp store(path), do: %{"kind" => "filesystem", "path" => path}
-
-  defp mode!(mode, allowed) do
-    found = Enum.find(allowed, &(&1 == mode or Atom.to_string(&1) == mode))
-    found || raise ArgumentError, "mode must be one of #{inspect(allowed)}, got: #{inspect(mode)}"
   end
 
   defp int_tuple!(opts, key, flags \\ []) do
@@ -378,10 +423,21 @@ defmodule ZarrBridge do
   defp order!(order),
     do: raise(ArgumentError, ~s(order must be "C" or "F", got: #{inspect(order)}))
 
-  defp separator!(sep) when sep in [".", "/"], do: sep
+  defp separator!(sep, _key) when sep in [".", "/"], do: sep
 
-  defp separator!(sep),
-    do: raise(ArgumentError, ~s(dimension_separator must be "." or "/", got: #{inspect(sep)}))
+  defp separator!(sep, key),
+    do: raise(ArgumentError, ~s(#{key} separator must be "." or "/", got: #{inspect(sep)}))
+
+  defp chunk_key_encoding!(:default), do: chunk_key_encoding!({:default, "/"})
+  defp chunk_key_encoding!(:v2), do: chunk_key_encoding!({:v2, "."})
+
+  defp chunk_key_encoding!({name, sep}) when name in [:default, :v2],
+    do: %{"name" => Atom.to_string(name), "separator" => separator!(sep, :chunk_key_encoding)}
+
+  defp chunk_key_encoding!(other) do
+    raise ArgumentError,
+          ~s(chunk_key_encoding must be {:default | :v2, "/" | "."}, got: #{inspect(other)})
+  end
 
   defp names!(nil), do: nil
 
@@ -403,28 +459,4 @@ defmodule ZarrBridge do
 
   defp names!(other),
     do: raise(ArgumentError, "dimension_names must be a list, got: #{inspect(other)}")
-
-  defp attributes!(attrs) when is_map(attrs), do: attrs
-
-  defp attributes!(other),
-    do: raise(ArgumentError, "attributes must be a map, got: #{inspect(other)}")
-
-  defp server(opts), do: Keyword.get(opts, :server, Sidecar)
-  defp call_opts(opts), do: Keyword.take(opts, [:timeout])
-
-  defp check_opts!(opts, allowed) do
-    if not Keyword.keyword?(opts),
-      do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
-
-    case Enum.uniq(Keyword.keys(opts)) -- allowed do
-      [] ->
-        :ok
-
-      unknown ->
-        raise ArgumentError, "unknown options #{inspect(unknown)}; known: #{inspect(allowed)}"
-    end
-  end
-
-  defp bang({:ok, value}), do: value
-  defp bang({:error, %Error{} = error}), do: raise(error)
 end

@@ -5,6 +5,13 @@ they are; for Zarr v3 ``gzip``, ``zstd`` and ``blosc`` become the core codecs
 and every other id zarr-python's ``numcodecs.<id>`` codec (array-to-array
 filters stay filters, bytes-to-bytes ones go before the compressor). A full
 v3 ``codecs`` list is split into filters, serializer and compressors.
+
+Every dtype zarr-python stores can be created: the variable-length
+``string`` and ``bytes`` get their object codec (``vlen-utf8`` /
+``vlen-bytes``) added to the v2 filters when the request leaves it out.
+Creating with mode ``w-`` first checks the node's path for any metadata
+document of either format (zarr-python alone would write a v2 array next to
+a v3 one).
 """
 
 from __future__ import annotations
@@ -12,22 +19,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pybridge.arrays.docs import node_signature
+from pybridge.arrays.kv import KV, session
 from pybridge.arrays.metadata import (
     BLOSC_SHUFFLE,
     BLOSC_SHUFFLE_NAME,
     DEFAULT,
-    FIXED_KINDS,
     ArrayMeta,
-    build,
     codec_class,
     forget,
     import_zarr,
     is_kind,
-    local_store,
-    locate,
     open_meta,
     plain,
-    remember,
     where,
 )
 from pybridge.arrays.store import StoreRef
@@ -45,7 +49,7 @@ from pybridge.errors import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["create_array"]
+__all__ = ["create_array", "fill_for_create"]
 
 
 def _given(v: Any) -> bool:
@@ -158,8 +162,8 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
     if p.get("attributes") is not None:
         kw["attributes"] = p["attributes"]
     if _given(p["fill_value"]):
-        kw["fill_value"] = p["fill_value"]
-    sep = p.get("dimension_separator")
+        kw["fill_value"] = fill_for_create(p["fill_value"], dtype)
+    encoding = _key_encoding(p, fmt)
     if fmt == 2:
         for name in ("codecs", "shards", "dimension_names"):
             if p.get(name) is not None:
@@ -172,10 +176,12 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
             kw["filters"] = [_numcodec(f, allow_pickle) for f in p["filters"]]
         elif _given(p["filters"]):
             kw["filters"] = None
+        if dtype.kind in "OT" and _given(p["filters"]):
+            kw["filters"] = _with_object_codec(kw["filters"], dtype, allow_pickle)
         if p.get("order"):
             kw["order"] = p["order"]
-        if sep:
-            kw["chunk_key_encoding"] = {"name": "v2", "separator": sep}
+        if encoding is not None:
+            kw["chunk_key_encoding"] = encoding
         return kw
     if p.get("order") == "F":
         raise InvalidParams("order 'F' is for Zarr v2 arrays only (v3 stores C order)",
@@ -201,38 +207,130 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
             kw["compressors"] = [*bb, {"name": "zstd",
                                        "configuration": {"level": 0, "checksum": False}}]
     if p.get("shards") is not None:
+        if dtype.fields is not None:
+            raise UnsupportedDtype("zarr-python 3.1 cannot shard structured arrays",
+                                   dtype=p["dtype"])
         kw["shards"] = tuple(p["shards"])
     if p.get("dimension_names") is not None:
         kw["dimension_names"] = p["dimension_names"]
-    if sep:
-        kw["chunk_key_encoding"] = {"name": "default", "separator": sep}
+    if encoding is not None:
+        kw["chunk_key_encoding"] = encoding
     return kw
+
+
+def _key_encoding(p: Mapping[str, Any], fmt: int) -> dict[str, str] | None:
+    """The ``chunk_key_encoding`` for zarr-python from the create params."""
+    sep = p.get("dimension_separator")
+    cke = p.get("chunk_key_encoding")
+    if cke is None:
+        if not sep:
+            return None
+        return {"name": "v2" if fmt == 2 else "default", "separator": sep}
+    name, cke_sep = cke.get("name"), cke.get("separator", "/" if cke.get("name") == "default"
+                                                   else ".")
+    if set(cke) - {"name", "separator"} or name not in ("default", "v2") \
+            or cke_sep not in ("/", "."):
+        raise InvalidParams("chunk_key_encoding is {\"name\": \"default\" | \"v2\", "
+                            "\"separator\": \"/\" | \".\"}", param="chunk_key_encoding",
+                            expected="chunk key encoding map")
+    if fmt == 2 and name != "v2":
+        raise InvalidParams("Zarr v2 arrays use the 'v2' chunk key encoding",
+                            param="chunk_key_encoding", expected="name 'v2' for zarr_format 2")
+    if sep and sep != cke_sep:
+        raise InvalidParams("dimension_separator and chunk_key_encoding disagree",
+                            param="dimension_separator", expected=cke_sep)
+    return {"name": name, "separator": cke_sep}
+
+
+def _with_object_codec(filters: list[Any] | None, dtype: np.dtype[Any],
+                       allow_pickle: bool) -> list[Any]:
+    """v2 filters for a variable-length dtype, with its object codec first."""
+    want = "vlen-utf8" if dtype.kind == "T" else "vlen-bytes"
+    filters = list(filters or [])
+    if not any(f.codec_id in ("vlen-utf8", "vlen-bytes", "json2", "msgpack2", "vlen-array")
+               for f in filters):
+        filters.insert(0, _numcodec({"id": want}, allow_pickle))
+    return filters
+
+
+def fill_for_create(value: Any, dtype: np.dtype[Any]) -> Any:
+    """A wire fill value as zarr-python takes it for ``dtype``.
+
+    Complex is ``[re, im]`` (or a number), datetimes an int64 (or ``"NaT"``),
+    structured records their packed little-endian bytes.
+    """
+    import numpy as np
+
+    if value is None:
+        return None
+    kind = dtype.kind
+    bad = InvalidParams(f"fill_value {value!r} does not fit the dtype", param="fill_value",
+                        expected=f"a {dtype} scalar")
+    if dtype.fields is not None or kind == "V":
+        if not isinstance(value, (bytes, bytearray)) or len(value) != dtype.itemsize:
+            raise bad
+        return np.frombuffer(bytes(value), dtype=dtype)[0]
+    if kind == "c":
+        if isinstance(value, list) and len(value) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+            return complex(value[0], value[1])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return complex(value)
+        raise bad
+    if kind in "mM" and isinstance(value, int) and not isinstance(value, bool):
+        return np.array(value, dtype="<i8").view(dtype.newbyteorder("<"))[()]
+    if kind == "S" and not isinstance(value, (bytes, bytearray)):
+        raise bad
+    if kind in "UT" and not isinstance(value, str):
+        raise bad
+    if kind == "O" and not isinstance(value, (bytes, bytearray)):
+        raise bad
+    return value
+
+
+def _zarr_dtype(dtype: np.dtype[Any]) -> Any:
+    """What zarr-python is given as the dtype (its own class for the variable ones)."""
+    if dtype.kind == "O":
+        from zarr.core.dtype import VariableLengthBytes
+
+        return VariableLengthBytes()
+    if dtype.kind == "T":
+        from zarr.core.dtype import VariableLengthUTF8
+
+        return VariableLengthUTF8()  # type: ignore[no-untyped-call]
+    return dtype
 
 
 def create_array(ref: StoreRef, p: Mapping[str, Any], allow_pickle: bool = False) -> ArrayMeta:
     """Create (or, for modes ``a``/``r``/``r+``, open) the array at ``ref``."""
-    from pybridge.dtypes import is_variable, parse_dtype
-
     mode = p["mode"]
     if mode in ("r", "r+"):
         return open_meta(ref, allow_pickle)
-    if mode == "a":
-        try:
-            return open_meta(ref, allow_pickle)
-        except NotFound as e:
-            if e.details.get("node_type") == "group":
-                raise AlreadyExists(f"a group exists at {where(ref)}", path=ref.path) from None
+    with session(ref, writable=True) as kv:
+        if mode == "a":
+            try:
+                return open_meta(ref, allow_pickle, kv)
+            except NotFound as e:
+                if e.details.get("node_type") == "group":
+                    raise AlreadyExists(f"a group exists at {where(ref)}",
+                                        path=ref.path) from None
+        elif mode == "w-" and node_signature(kv, ref.path) is not None:
+            raise AlreadyExists(f"a node exists at {where(ref)}", path=ref.path)
+        return _create(ref, kv, p, mode, allow_pickle)
+
+
+def _create(ref: StoreRef, kv: KV, p: Mapping[str, Any], mode: str,
+            allow_pickle: bool) -> ArrayMeta:
+    from pybridge.dtypes import parse_dtype
+
     dtype = parse_dtype(p["dtype"])
-    if is_variable(dtype) or dtype.kind not in FIXED_KINDS or dtype.fields is not None:
-        raise UnsupportedDtype(f"creating {p['dtype']!r} arrays is not supported yet",
-                               dtype=p["dtype"])
     kw = _create_kwargs(p, dtype, allow_pickle)
+    kw["dtype"] = _zarr_dtype(dtype)
     zarr = import_zarr()
     from zarr import errors as ze
 
     try:
-        z = zarr.create_array(local_store(ref, False), name=ref.path or None,
-                              overwrite=(mode == "w"), **kw)
+        zarr.create_array(kv.zarr_store, name=ref.path or None, overwrite=(mode == "w"), **kw)
     except BridgeError:
         raise
     except (ze.ContainsArrayError, ze.ContainsGroupError, ze.ContainsArrayAndGroupError) as e:
@@ -247,7 +345,4 @@ def create_array(ref: StoreRef, p: Mapping[str, Any], allow_pickle: bool = False
         raise InvalidParams(f"zarr-python rejected the array: {e}", param=None,
                             expected="valid array metadata") from None
     forget(ref)
-    fmt, sig = locate(ref)
-    meta = build(ref, fmt, sig, z.metadata, allow_pickle)
-    remember(meta)
-    return meta
+    return open_meta(ref, allow_pickle, kv)

@@ -1,20 +1,22 @@
 """Array metadata: open with zarr-python, describe for the wire.
 
 zarr-python is the reference engine for metadata: it parses and validates
-``.zarray``/``zarr.json`` documents and writes new ones. This module turns
-what it finds into an :class:`ArrayMeta`: the wire metadata map
+the ``.zarray``/``zarr.json`` documents (read by :mod:`pybridge.arrays.docs`,
+which makes their spellings canonical first) and writes new ones. This
+module turns what it finds into an :class:`ArrayMeta`: the wire metadata map
 (``PROTOCOL.md`` §7) plus the :class:`~pybridge.arrays.pipeline.ChunkSpec`
-that the chunk tasks use. Creating arrays is :mod:`pybridge.arrays.create`.
+that the chunk tasks use, and builds zarr-python arrays over any store
+(:func:`zarr_array`). Creating arrays is :mod:`pybridge.arrays.create`.
 
 Opened metadata is cached per (store, path). Each use checks the metadata
-files' ``stat`` (mtime, size, inode), so an array rewritten by anyone else is
-reopened at once, and an unchanged one costs one or two ``stat`` calls.
+files' stamps (``stat`` for files and zip archives, the bytes for memory
+stores), so an array rewritten by anyone else is reopened at once, and an
+unchanged one costs one or two ``stat`` calls.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from pybridge.arrays.docs import NodeDoc, from_consolidated, node_signature, read_node
 from pybridge.arrays.pipeline import CRC32C, ChunkSpec
 from pybridge.arrays.store import StoreRef
 from pybridge.errors import (
@@ -36,22 +39,23 @@ from pybridge.errors import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from pybridge.arrays.kv import KV
+
 __all__ = [
     "DEFAULT",
     "ArrayMeta",
     "forget",
-    "locate",
     "open_meta",
-    "open_zarr",
     "require_fixed_size",
     "wire_scalar",
+    "zarr_array",
 ]
 
 #: Marks a create param the request did not give (so zarr's default applies).
 DEFAULT: Any = type("Default", (), {"__repr__": lambda self: "DEFAULT"})()
 
-#: dtype kinds whose chunks the sidecar reads and writes itself.
-FIXED_KINDS = "biufcmM"
+#: dtype kinds with a raw byte form (the others, ``O`` and ``T``, travel as values).
+FIXED_KINDS = "biufcmMSUV"
 
 _V3_AA_BY_HAND = frozenset({"numcodecs.delta", "numcodecs.quantize", "numcodecs.bitround"})
 _V3_BB_NUMCODECS = frozenset({
@@ -73,10 +77,22 @@ class ArrayMeta:
     dtype: np.dtype[Any]
     wire: dict[str, Any]
     spec: ChunkSpec
+    #: zarr-python's metadata object (ArrayV2Metadata or ArrayV3Metadata).
+    md: Any
 
     @property
     def wire_dtype(self) -> Any:
         return self.wire["dtype"]
+
+    @property
+    def variable(self) -> bool:
+        """True for the variable-length dtypes (``string``, ``bytes``): values, not bytes."""
+        return self.dtype.kind in "OT"
+
+    @property
+    def by_hand(self) -> bool:
+        """Whether the workers serve this array (a filesystem store)."""
+        return self.ref.kind == "filesystem" and not self.variable
 
 
 # -- zarr-python, imported lazily ------------------------------------------
@@ -85,64 +101,42 @@ _zarr_ready = False
 
 
 def import_zarr() -> Any:
-    """Import zarr once, silencing its warnings about numcodecs codecs in v3."""
+    """Import zarr once, silencing its warnings about numcodecs codecs and
+    dtypes without a spec in v3 (the sidecar stores what it is asked to)."""
     global _zarr_ready
     import zarr
 
     if not _zarr_ready:
         import warnings
 
-        from zarr.errors import ZarrUserWarning
+        from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
         warnings.filterwarnings("ignore", category=ZarrUserWarning)
+        warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
         _zarr_ready = True
     return zarr
 
 
-def local_store(ref: StoreRef, read_only: bool) -> Any:
+def zarr_array(meta: ArrayMeta, kv: KV) -> Any:
+    """A zarr-python ``Array`` for ``meta`` over the store of ``kv``."""
     import_zarr()
-    from zarr.storage import LocalStore
+    import zarr
+    from zarr.core.array import AsyncArray
+    from zarr.storage import StorePath
 
-    return LocalStore(ref.root, read_only=read_only)
+    from pybridge.arrays.pipeline import checked_store
 
-
-# -- locating metadata -----------------------------------------------------
-
-def _stat(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as e:
-        raise StoreError(f"cannot stat {path!r}: {e.strerror or e}", path=path) from e
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def locate(ref: StoreRef) -> tuple[int, tuple[Any, ...]]:
-    """The node's zarr format and its metadata files' signature.
-
-    Raises :class:`NotFound` when no array metadata is there.
-    """
-    d = ref.dir
-    v3 = _stat(os.path.join(d, "zarr.json"))
-    if v3 is not None:
-        return 3, (v3,)
-    v2 = _stat(os.path.join(d, ".zarray"))
-    if v2 is not None:
-        return 2, (v2, _stat(os.path.join(d, ".zattrs")))
-    if _stat(os.path.join(d, ".zgroup")) is not None:
-        raise NotFound(f"{where(ref)} is a group, not an array", path=ref.path,
-                       node_type="group")
-    raise NotFound(f"no array at {where(ref)}", path=ref.path)
+    store = checked_store(kv.zarr_store, json.loads(meta.spec.meta_json))
+    return zarr.Array(AsyncArray(metadata=meta.md, store_path=StorePath(store, meta.ref.path)))
 
 
 def where(ref: StoreRef) -> str:
-    return f"path {ref.path!r} of store {ref.root!r}"
+    return ref.describe()
 
 
 # -- the cache -------------------------------------------------------------
 
-_CACHE: OrderedDict[tuple[str, str], ArrayMeta] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, str], ArrayMeta] = OrderedDict()
 _CACHE_SIZE = 256
 _cache_lock = threading.Lock()
 
@@ -161,76 +155,75 @@ def remember(meta: ArrayMeta) -> None:
             _CACHE.popitem(last=False)
 
 
-def open_meta(ref: StoreRef, allow_pickle: bool = False) -> ArrayMeta:
-    """The array at ``ref`` (cached while its metadata files are unchanged)."""
-    fmt, sig = locate(ref)
-    with _cache_lock:
-        hit = _CACHE.get(ref.key)
-    if hit is not None and hit.signature == sig:
-        return hit
-    if fmt == 2:
-        _check_v2_document(ref, allow_pickle)
-    z = open_zarr(ref, "r", fmt)
-    meta = build(ref, fmt, sig, z.metadata, allow_pickle)
-    remember(meta)
+def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None) -> ArrayMeta:
+    """The array at ``ref`` (cached while its metadata files are unchanged).
+
+    Raises :class:`NotFound` when there is no array (``details.node_type``
+    is ``"group"`` when a group is there). When the array's own document is
+    missing, an ancestor group's consolidated metadata is used.
+    """
+    if kv is None:
+        from pybridge.arrays.kv import session
+
+        with session(ref) as kv_:
+            return open_meta(ref, allow_pickle, kv_)
+    try:
+        sig = node_signature(kv, ref.path)
+        with _cache_lock:
+            hit = _CACHE.get(ref.key)
+        if hit is not None and sig is not None and hit.signature == sig:
+            return hit
+        node = read_node(kv, ref.path, sig) if sig is not None else from_consolidated(kv, ref.path)
+    except InvalidMetadata as e:
+        e.details.setdefault("path", ref.path)
+        raise
+    except OSError as e:
+        if isinstance(e, BridgeError):
+            raise
+        raise StoreError(f"cannot read the metadata at {where(ref)}: {e}", path=ref.path) from e
+    if node is None:
+        raise NotFound(f"no array at {where(ref)}", path=ref.path)
+    if node.kind != "array":
+        raise NotFound(f"{where(ref)} is a group, not an array", path=ref.path,
+                       node_type="group")
+    meta = meta_from_doc(ref, node, allow_pickle)
+    if sig is not None:
+        remember(meta)
     return meta
 
 
-def _check_v2_document(ref: StoreRef, allow_pickle: bool) -> None:
-    """Refuse forbidden codecs before zarr-python instantiates anything."""
-    try:
-        with open(os.path.join(ref.dir, ".zarray"), "rb") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return  # zarr-python reports it
-    if isinstance(doc, dict):
+def meta_from_doc(ref: StoreRef, node: NodeDoc, allow_pickle: bool) -> ArrayMeta:
+    """Parse an array document with zarr-python into an :class:`ArrayMeta`."""
+    import_zarr()
+    from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
+
+    doc = node.doc
+    if node.zarr_format == 2:
         _check_safe([doc.get("filters"), doc.get("compressor")], allow_pickle)
-
-
-def open_zarr(ref: StoreRef, mode: str, zarr_format: int | None = None) -> Any:
-    """``zarr.open_array`` for ``ref``, its errors mapped to wire errors."""
-    zarr = import_zarr()
     try:
-        return zarr.open_array(local_store(ref, mode == "r"), path=ref.path, mode=mode,
-                               zarr_format=zarr_format)
+        md = (ArrayV2Metadata if node.zarr_format == 2 else ArrayV3Metadata).from_dict(dict(doc))
     except BridgeError:
         raise
     except Exception as e:
-        raise _open_error(e, ref) from e
+        raise _open_error(e, ref, doc) from e
+    return build(ref, node.zarr_format, node.signature, md, allow_pickle, doc)
 
 
-def _open_error(e: Exception, ref: StoreRef) -> BridgeError:
-    from zarr import errors as ze
-
+def _open_error(e: Exception, ref: StoreRef, doc: Mapping[str, Any]) -> BridgeError:
     name = type(e).__name__
     msg = str(e)
-    if isinstance(e, ze.NodeTypeValidationError):
-        return NotFound(f"{where(ref)} is not an array: {msg}", path=ref.path)
-    if isinstance(e, (FileNotFoundError, ze.NodeNotFoundError)):
-        return NotFound(f"no array at {where(ref)}", path=ref.path)
-    if "UnknownCodec" in name or "codec not available" in msg:
+    if "UnknownCodec" in name or "codec not available" in msg or (
+            isinstance(e, KeyError) and "codec" in msg.lower()):
         return CodecUnavailable(f"the array at {where(ref)} uses a codec that is not "
                                 f"available: {msg}", path=ref.path)
-    if "data type" in msg and ("No Zarr" in msg or "not understood" in msg):
+    if "data type" in msg and ("No Zarr" in msg or "not understood" in msg
+                               or "Invalid" in msg) or "Invalid data_type" in msg:
+        raw = doc.get("dtype", doc.get("data_type"))
         return UnsupportedDtype(f"the array at {where(ref)} has an unsupported dtype: {msg}",
-                                path=ref.path, dtype=_stored_dtype_name(ref))
-    if isinstance(e, (PermissionError, IsADirectoryError)):
-        return StoreError(f"cannot read the metadata at {where(ref)}: {msg}", path=ref.path)
+                                path=ref.path, dtype=raw if isinstance(raw, (str, int, float))
+                                else repr(raw))
     return InvalidMetadata(f"the metadata at {where(ref)} is invalid: {name}: {msg}",
                            path=ref.path)
-
-
-def _stored_dtype_name(ref: StoreRef) -> Any:
-    """The raw dtype field of the metadata document, for error details."""
-    for name, key in (("zarr.json", "data_type"), (".zarray", "dtype")):
-        try:
-            with open(os.path.join(ref.dir, name), "rb") as f:
-                doc = json.load(f)
-            value = doc.get(key)
-            return value if isinstance(value, (str, int, float)) else repr(value)
-        except (OSError, ValueError, AttributeError):
-            continue
-    return None
 
 
 # -- metadata -> ArrayMeta -------------------------------------------------
@@ -249,11 +242,22 @@ def plain(x: Any) -> Any:
 
 
 def wire_scalar(value: Any, dtype: np.dtype[Any]) -> Any:
-    """A fill value as a wire value (NaN and infinities stay floats)."""
+    """A fill value as a wire value.
+
+    NaN and infinities stay floats; complex is ``[re, im]``; datetimes are
+    int64 (NaT is -2**63); ``S`` and ``bytes`` are bin, ``U`` and ``string``
+    str; a structured value is its packed little-endian record as bin.
+    """
     import numpy as np
+
+    from pybridge.dtypes import to_little_endian
 
     if value is None:
         return None
+    if dtype.fields is not None or dtype.kind == "V":
+        return np.array(value).astype(to_little_endian(dtype)).tobytes()
+    if dtype.kind in "OT":
+        return value if isinstance(value, (str, bytes)) else plain(value)
     v = np.asarray(value)
     if dtype.kind in "mM":
         return int(v.astype(dtype.newbyteorder("=")).view("i8"))
@@ -266,14 +270,19 @@ def wire_scalar(value: Any, dtype: np.dtype[Any]) -> Any:
         return int(v)
     if dtype.kind == "f":
         return float(v)
+    if dtype.kind == "S":
+        return bytes(v.item())
+    if dtype.kind == "U":
+        return str(v.item())
     return plain(v.item())
 
 
-def _wire_dtype(dtype: np.dtype[Any], ref: StoreRef) -> Any:
+def _wire_dtype(dtype: np.dtype[Any], ref: StoreRef, zdtype: Any = None) -> Any:
     from pybridge.dtypes import wire_dtype
 
+    object_as = "bytes" if type(zdtype).__name__ == "VariableLengthBytes" else "string"
     try:
-        return wire_dtype(dtype)
+        return wire_dtype(dtype, object_as=object_as)
     except UnsupportedDtype as e:
         e.details.setdefault("path", ref.path)
         raise
@@ -292,13 +301,17 @@ def _check_safe(configs: Any, allow_pickle: bool) -> None:
 
 
 def build(ref: StoreRef, fmt: int, sig: tuple[Any, ...], md: Any,
-           allow_pickle: bool) -> ArrayMeta:
+          allow_pickle: bool, doc: Mapping[str, Any]) -> ArrayMeta:
+    meta_json = json.dumps(doc, allow_nan=True, default=repr)
     if fmt == 2:
-        return _build_v2(ref, sig, md, allow_pickle)
-    return _build_v3(ref, sig, md, allow_pickle)
+        return _build_v2(ref, sig, md, allow_pickle, meta_json)
+    return _build_v3(ref, sig, md, allow_pickle, meta_json)
 
 
-def _build_v2(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool) -> ArrayMeta:
+def _build_v2(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool,
+              meta_json: str) -> ArrayMeta:
+    from pybridge.arrays.pipeline import dtype_token
+
     stored = md.dtype.to_native_dtype()
     filters = tuple(plain(f.get_config()) for f in (md.filters or ()))
     compressors = (plain(md.compressor.get_config()),) if md.compressor is not None else ()
@@ -311,24 +324,27 @@ def _build_v2(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool) 
         "shape": list(shape),
         "chunks": list(chunks),
         "shards": None,
-        "dtype": _wire_dtype(stored, ref),
+        "dtype": _wire_dtype(stored, ref, md.dtype),
         "fill_value": wire_scalar(md.fill_value, stored),
         "order": md.order,
         "compressor": compressors[0] if compressors else None,
         "filters": list(filters) if md.filters is not None else None,
         "codecs": None,
         "dimension_separator": md.dimension_separator,
+        "chunk_key_encoding": {"name": "v2", "separator": md.dimension_separator},
         "dimension_names": None,
         "attributes": plain(dict(md.attributes)),
     }
+    token = dtype_token(stored)
     spec = ChunkSpec(
         dir=ref.dir, root=ref.root, path=ref.path, zarr_format=2, signature=sig,
-        engine="v2", shape=shape, grid=chunks, dtype=stored.str, order=md.order,
+        engine="v2", shape=shape, grid=chunks, dtype=token, order=md.order,
         fill=fill, key_encoding="v2", separator=md.dimension_separator,
         filters=filters, compressors=compressors,
-        token=json.dumps([2, filters, compressors, stored.str], default=repr),
+        token=json.dumps([2, filters, compressors, token], default=repr),
+        roots=ref.roots, meta_json=meta_json,
     )
-    return ArrayMeta(ref, 2, sig, shape, stored, wire, spec)
+    return ArrayMeta(ref, 2, sig, shape, stored, wire, spec, md)
 
 
 def _v3_plan(codecs: list[dict[str, Any]], native: np.dtype[Any]
@@ -340,7 +356,11 @@ def _v3_plan(codecs: list[dict[str, Any]], native: np.dtype[Any]
     """
     import numpy as np
 
-    fallback = ("zarr", (), (), native.str)
+    from pybridge.arrays.pipeline import dtype_token
+
+    fallback = ("zarr", (), (), dtype_token(native))
+    if native.kind in "OT":
+        return fallback
     filters: list[dict[str, Any]] = []
     compressors: list[dict[str, Any]] = []
     endian: str | None = None
@@ -381,7 +401,7 @@ def _v3_plan(codecs: list[dict[str, Any]], native: np.dtype[Any]
     stored = native
     if native.itemsize > 1 and native.byteorder != "|":
         stored = native.newbyteorder(">" if endian == "big" else "<")
-    return "v3", tuple(filters), tuple(compressors), stored.str
+    return "v3", tuple(filters), tuple(compressors), dtype_token(stored)
 
 
 def _wire_compressor(codecs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -430,7 +450,8 @@ def is_kind(cls: type, kind: str) -> bool:
     return any(b.__name__ == kind for b in cls.__mro__)
 
 
-def _build_v3(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool) -> ArrayMeta:
+def _build_v3(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool,
+              meta_json: str) -> ArrayMeta:
     from zarr.core.chunk_grids import RegularChunkGrid
 
     if not isinstance(md.chunk_grid, RegularChunkGrid):
@@ -449,13 +470,14 @@ def _build_v3(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool) 
         "shape": list(shape),
         "chunks": list(md.chunks),
         "shards": list(md.shards) if md.shards is not None else None,
-        "dtype": _wire_dtype(native, ref),
+        "dtype": _wire_dtype(native, ref, md.data_type),
         "fill_value": wire_scalar(md.fill_value, native),
         "order": "C",
         "compressor": _wire_compressor(codecs),
         "filters": _wire_filters(codecs),
         "codecs": codecs,
         "dimension_separator": cke.separator,
+        "chunk_key_encoding": {"name": cke.name, "separator": cke.separator},
         "dimension_names": list(md.dimension_names) if md.dimension_names is not None else None,
         "attributes": plain(dict(md.attributes)),
     }
@@ -465,13 +487,14 @@ def _build_v3(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool) 
         fill=md.fill_value, key_encoding=cke.name, separator=cke.separator,
         filters=filters, compressors=compressors,
         token=json.dumps([3, engine, filters, compressors, stored], default=repr),
+        roots=ref.roots, meta_json=meta_json,
     )
-    return ArrayMeta(ref, 3, sig, shape, native, wire, spec)
+    return ArrayMeta(ref, 3, sig, shape, native, wire, spec, md)
 
 
 def require_fixed_size(meta: ArrayMeta) -> None:
-    """Raise :class:`UnsupportedDtype` unless the sidecar can read/write the data."""
-    if meta.dtype.kind not in FIXED_KINDS or meta.dtype.fields is not None:
+    """Raise :class:`UnsupportedDtype` for variable-length data (it travels as values)."""
+    if meta.variable:
         raise UnsupportedDtype(
-            f"reading and writing {meta.wire.get('dtype')!r} arrays is not supported yet",
+            f"{meta.wire.get('dtype')!r} data has no raw byte form: use 'values'",
             dtype=plain(meta.wire.get("dtype")))

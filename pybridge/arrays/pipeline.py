@@ -14,12 +14,16 @@ picklable description built by :mod:`pybridge.arrays.metadata`:
   itself reads and writes the region, inside the worker.
 
 Chunk files are read straight from the filesystem and written atomically (a
-temporary file in the same directory, then :func:`os.replace`).
+temporary file in the same directory, then :func:`os.replace`). When the
+sidecar has allowed roots, each chunk file must resolve inside them (a
+symlink inside the array pointing outside is ``forbidden_path``).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import os
 import struct
 import threading
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import chunk_key
+from pybridge.arrays.store import check_inside
 from pybridge.errors import DecodeFailed, EncodeFailed, StoreError
 
 if TYPE_CHECKING:
@@ -37,6 +42,8 @@ __all__ = [
     "ChunkSpec",
     "can_decode_into",
     "decode_chunk",
+    "dtype_token",
+    "spec_dtype",
     "encode_chunk",
     "is_fill",
     "read_chunk_file",
@@ -46,6 +53,9 @@ __all__ = [
 
 #: ``id`` used in :attr:`ChunkSpec.compressors` for the v3 ``crc32c`` codec.
 CRC32C = "zarr.crc32c"
+#: Codecs whose ``decode(buf, out=...)`` fills a plain byte buffer (others,
+#: such as ``zfpy`` and ``pcodec``, decode to a typed array of their own).
+DECODES_INTO = frozenset({"zlib", "gzip", "bz2", "lzma", "lz4", "zstd", "blosc"})
 
 
 @dataclass(frozen=True)
@@ -53,13 +63,16 @@ class ChunkSpec:
     """What a worker needs to know to read and write an array's chunks.
 
     ``grid`` is the shape of one stored object (the shard shape for a
-    sharded array, else the chunk shape). ``dtype`` is the stored dtype
-    string, with its byte order (``"<f8"``, ``">i4"``, ``"|b1"``). ``fill``
+    sharded array, else the chunk shape). ``dtype`` is the stored dtype as a
+    :func:`dtype_token`, with its byte order (``"<f8"``, ``">i4"``,
+    ``"|b1"``, or a JSON ``descr`` for a structured dtype). ``fill``
     is the fill value that missing chunks read as (never None).
     ``filters`` are numcodecs configs applied first on encode (v2 filters,
     v3 array-to-array codecs); ``compressors`` the bytes stage in encode
     order (v2: the compressor alone; v3: the bytes-to-bytes codecs).
-    ``token`` identifies the codec setup, for caches.
+    ``token`` identifies the codec setup, for caches. ``roots`` are the
+    allowed roots (resolved; empty when unconfined) and ``meta_json`` the
+    array's metadata document, for zarr-python in the workers.
     """
 
     dir: str
@@ -78,14 +91,45 @@ class ChunkSpec:
     filters: tuple[dict[str, Any], ...]
     compressors: tuple[dict[str, Any], ...]
     token: str
+    roots: tuple[str, ...] = ()
+    meta_json: str = "{}"
 
     def chunk_path(self, index: tuple[int, ...]) -> str:
-        """The chunk's file (``index`` may carry the 0-d array's extra axis)."""
+        """The chunk's file (``index`` may carry the 0-d array's extra axis).
+
+        Raises ``ForbiddenPath`` when it resolves outside the allowed roots.
+        """
         key = chunk_key(index[:len(self.grid)], self.key_encoding, self.separator)
-        return os.path.join(self.dir, *key.split("/"))
+        path = os.path.join(self.dir, *key.split("/"))
+        check_inside(path, self.roots)
+        return path
 
     def chunk_name(self, index: tuple[int, ...]) -> str:
         return chunk_key(index[:len(self.grid)], self.key_encoding, self.separator)
+
+
+def dtype_token(dtype: np.dtype[Any]) -> str:
+    """A str that :func:`spec_dtype` turns back into ``dtype`` (byte order kept)."""
+    if dtype.fields is not None:
+        return json.dumps(dtype.descr)
+    return str(dtype.str)
+
+
+def _descr(items: Any) -> Any:
+    if isinstance(items, str):
+        return items
+    return [(f[0], _descr(f[1]), *(tuple(x) if isinstance(x, list) else x for x in f[2:]))
+            for f in items]
+
+
+@functools.lru_cache(maxsize=256)
+def spec_dtype(token: str) -> np.dtype[Any]:
+    """The numpy dtype of a :func:`dtype_token`."""
+    import numpy as np
+
+    if token.startswith("["):
+        return np.dtype(_descr(json.loads(token)))
+    return np.dtype(token)
 
 
 # -- per-thread state -------------------------------------------------------
@@ -160,12 +204,10 @@ def can_decode_into(spec: ChunkSpec, out_dtype: np.dtype[Any]) -> bool:
     """Whether :func:`decode_chunk` can write a whole chunk straight into
     a C-contiguous region of an output of ``out_dtype`` (no filters, C order,
     same byte order, a codec that decodes into a buffer)."""
-    import numpy as np
-
     return (spec.engine in ("v2", "v3") and not spec.filters and bool(spec.compressors)
-            and spec.compressors[0].get("id") != CRC32C
+            and spec.compressors[0].get("id") in DECODES_INTO
             and (spec.order == "C" or len(spec.grid) <= 1)
-            and np.dtype(spec.dtype) == out_dtype)
+            and spec_dtype(spec.dtype) == out_dtype)
 
 
 def decode_chunk(spec: ChunkSpec, raw: Any, reuse: bool = False,
@@ -183,15 +225,18 @@ def decode_chunk(spec: ChunkSpec, raw: Any, reuse: bool = False,
     from numcodecs.compat import ensure_ndarray_like
 
     filters, compressors = _codecs(spec)
-    dtype = np.dtype(spec.dtype)
+    dtype = spec_dtype(spec.dtype)
     try:
         data: Any = raw
         last = len(compressors) - 1
         for i, c in enumerate(reversed(compressors)):
+            if spec.compressors[last - i].get("id") == "blosc":
+                check_blosc_frame(data)
             if i == last and into is not None:
                 data = c.decode(data, out=into.reshape(-1).view("u1"))
                 return into
-            if i == last and reuse and not filters and not isinstance(c, _Crc32c):
+            if i == last and reuse and not filters and \
+                    spec.compressors[0].get("id") in DECODES_INTO:
                 # the final step decodes straight into a reused buffer
                 data = c.decode(data, out=_scratch(_nbytes(spec.grid, dtype.itemsize)))
             else:
@@ -214,6 +259,61 @@ def decode_chunk(spec: ChunkSpec, raw: Any, reuse: bool = False,
     return out
 
 
+def check_blosc_frame(buf: Any) -> None:
+    """Refuse a blosc frame whose length is not the one its header states.
+
+    blosc itself decodes some truncated frames to garbage without a word.
+    """
+    mv = memoryview(buf).cast("B")
+    if mv.nbytes < 16:
+        raise ValueError(f"a blosc frame of {mv.nbytes} bytes is shorter than its header")
+    cbytes = int.from_bytes(mv[12:16], "little")
+    if cbytes != mv.nbytes:
+        raise ValueError(f"the blosc frame is {mv.nbytes} bytes long, its header says {cbytes}")
+
+
+def blosc_outermost(doc: dict[str, Any]) -> bool:
+    """Whether every stored chunk of the array (metadata ``doc``) is a blosc frame."""
+    if doc.get("zarr_format") == 2:
+        comp = doc.get("compressor")
+        return isinstance(comp, dict) and comp.get("id") == "blosc"
+    codecs = doc.get("codecs") or []
+    last = codecs[-1] if codecs else None
+    return isinstance(last, dict) and last.get("name") == "blosc"
+
+
+_CHECKED: Any = None
+
+
+def checked_store(store: Any, doc: dict[str, Any]) -> Any:
+    """``store`` for zarr-python, checking blosc frames first when the array's
+    chunks are blosc frames (zarr-python's own decoding does not)."""
+    global _CHECKED
+    if not blosc_outermost(doc):
+        return store
+    if _CHECKED is None:
+        from zarr.storage import WrapperStore
+
+        class BloscCheckedStore(WrapperStore[Any]):
+            async def get(self, key: str, prototype: Any = None,
+                          byte_range: Any = None) -> Any:
+                buf = await self._store.get(key, prototype, byte_range)
+                name = key.rsplit("/", 1)[-1]
+                if buf is not None and byte_range is None and name not in _METADATA_NAMES:
+                    try:
+                        check_blosc_frame(buf.as_numpy_array())
+                    except ValueError as e:
+                        raise DecodeFailed(f"cannot decode chunk: {e}",
+                                           chunk=key) from None
+                return buf
+
+        _CHECKED = BloscCheckedStore
+    return _CHECKED(store)
+
+
+_METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
 def _nbytes(shape: tuple[int, ...], itemsize: int) -> int:
     n = itemsize
     for x in shape:
@@ -227,7 +327,7 @@ def encode_chunk(spec: ChunkSpec, arr: np.ndarray) -> bytes:
     from numcodecs.compat import ensure_bytes
 
     filters, compressors = _codecs(spec)
-    dtype = np.dtype(spec.dtype)
+    dtype = spec_dtype(spec.dtype)
     try:
         data: Any
         if spec.engine == "v2":
@@ -237,9 +337,12 @@ def encode_chunk(spec: ChunkSpec, arr: np.ndarray) -> bytes:
         else:
             data = np.ascontiguousarray(arr)
             if filters:
-                data = data.astype(dtype.newbyteorder("="), copy=False)
+                native = dtype.newbyteorder("=")
+                data = data.astype(native, copy=False)
                 for f in filters:
                     data = np.asarray(f.encode(data))
+                    if data.dtype != native:  # bitround hands back an integer view
+                        data = data.view(native)
             data = np.ascontiguousarray(data.astype(dtype, copy=False)).reshape(-1).view("u1")
         for c in compressors:
             data = c.encode(data)
@@ -252,8 +355,10 @@ def encode_chunk(spec: ChunkSpec, arr: np.ndarray) -> bytes:
 def is_fill(arr: np.ndarray, fill: Any) -> bool:
     """Whether every element equals the fill value (zarr-python's rule).
 
-    NaN equals NaN; a float fill of 0.0 compares bit patterns, so -0.0
-    is kept as data.
+    Floats and complex compare by value with NaN equal to NaN, except that a
+    fill of 0.0 compares bit patterns (so -0.0 is kept as data); everything
+    else (integers, datetimes with NaT, strings, structured records)
+    compares the stored bytes.
     """
     import numpy as np
 
@@ -264,7 +369,12 @@ def is_fill(arr: np.ndarray, fill: Any) -> bool:
     if arr.dtype.kind in "fc":
         return bool(np.array_equal(arr, np.broadcast_to(np.asarray(fill, arr.dtype), arr.shape),
                                    equal_nan=True))
-    return bool(np.all(arr == np.asarray(fill, arr.dtype)))
+    size = arr.dtype.itemsize
+    if size == 0 or arr.size == 0:
+        return True
+    want = np.ascontiguousarray(np.full((1,), fill, dtype=arr.dtype)).view("u1")
+    got = np.ascontiguousarray(arr).reshape(-1).view("u1").reshape(-1, size)
+    return bool(np.all(got == want))
 
 
 # -- chunk files -----------------------------------------------------------

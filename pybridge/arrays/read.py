@@ -13,13 +13,24 @@ Three paths, chosen by the result's size:
   threshold, the workers decode straight into one fresh segment, which is
   handed to the client (who reads and unlinks it).
 
-Data is always little-endian C order of the selection's shape.
+Data is always little-endian C order of the selection's shape. Arrays in zip
+and memory stores, selections with a step, and the variable-length dtypes
+are read through zarr-python in the sidecar (:mod:`pybridge.arrays.inprocess`).
+
+A handoff segment is unlinked on every path the sidecar controls: when the
+read fails or is cancelled while it runs, and when the request is cancelled
+after the handler returned but before its reply went out (a small janitor
+thread watches each segment until its reply is settled).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +44,16 @@ from pybridge.arrays.chunks import (
     product,
     rows_per_band,
 )
-from pybridge.arrays.metadata import ArrayMeta, require_fixed_size
+from pybridge.arrays.metadata import ArrayMeta
 from pybridge.arrays.worker import fill_parts, out_dtype, read_parts
-from pybridge.errors import TooLarge
+from pybridge.errors import InvalidSelection, TooLarge
 
 if TYPE_CHECKING:
+    from pybridge.arrays.kv import KV
     from pybridge.call import Call
     from pybridge.shm import Segment
 
-__all__ = ["MAX_HANDOFF_BYTES", "check_request_size", "read_array"]
+__all__ = ["MAX_HANDOFF_BYTES", "check_request_size", "handoff_segment", "read_array"]
 
 MiB = 1 << 20
 #: Largest result sent by handoff (one segment in /dev/shm).
@@ -59,23 +71,44 @@ IN_PLACE_BYTES = 4 * MiB
 TASKS_PER_WORKER = 1
 
 
-def read_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
-               stop: Sequence[int] | None, handoff: bool) -> dict[str, Any]:
-    """The ``array.read`` result for ``[start, stop)`` of the array ``meta``."""
+def _steps(meta: ArrayMeta, step: Sequence[int] | None) -> tuple[int, ...]:
+    ndim = len(meta.shape)
+    if step is None:
+        return (1,) * ndim
+    if len(step) != ndim:
+        raise InvalidSelection(f"step has {len(step)} dimensions, the array has {ndim}",
+                               param="step", ndim=ndim)
+    if any(s < 1 for s in step):
+        raise InvalidSelection("steps must be at least 1", param="step")
+    return tuple(step)
+
+
+def read_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None,
+               stop: Sequence[int] | None, step: Sequence[int] | None,
+               handoff: bool) -> dict[str, Any]:
+    """The ``array.read`` result for ``[start, stop)`` (every ``step``) of ``meta``."""
     import numpy as np
 
-    require_fixed_size(meta)
+    from pybridge.arrays import inprocess
+
     spec = meta.spec
     lo, hi = normalize_selection(meta.shape, start, stop)
-    sel_shape = tuple(b - a for a, b in zip(lo, hi))
+    steps = _steps(meta, step)
+    sel_shape = inprocess.selection_shape(lo, hi, steps)
+    result: dict[str, Any] = {"shape": list(sel_shape), "dtype": meta.wire_dtype}
+    if meta.variable:
+        result["values"] = inprocess.read_values(call, meta, kv, lo, hi, steps)
+        return result
     dtype = out_dtype(spec.dtype)
     nbytes = product(sel_shape) * dtype.itemsize
-    result: dict[str, Any] = {"shape": list(sel_shape), "dtype": meta.wire_dtype}
     if nbytes == 0:
         result["data"] = b""
         return result
     settings = call.context.settings
     check_request_size(settings, nbytes)
+    if not meta.by_hand or any(s != 1 for s in steps):
+        inprocess.read_bytes(call, meta, kv, lo, hi, steps, handoff, result)
+        return result
     shape, grid, blo, bhi = as_banded(spec.shape, spec.grid, lo, hi)
     band_sel = tuple(b - a for a, b in zip(blo, bhi))
     nchunks = count_chunks(blo, bhi, grid)
@@ -84,7 +117,7 @@ def read_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
         result["shm"] = _handoff(call, meta, shape, grid, blo, bhi, nbytes)
         return result
 
-    chunk_bytes = product(grid) * np.dtype(spec.dtype).itemsize
+    chunk_bytes = product(grid) * out_dtype(spec.dtype).itemsize
     if nchunks <= IN_PLACE_CHUNKS and nchunks * chunk_bytes + nbytes <= IN_PLACE_BYTES:
         out = np.empty(band_sel, dtype=dtype)
         fill_parts(out, spec, chunk_parts(shape, grid, blo, bhi))
@@ -181,31 +214,100 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
 
 def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
              blo: tuple[int, ...], bhi: tuple[int, ...], nbytes: int) -> dict[str, Any]:
+    itemsize = out_dtype(meta.spec.dtype).itemsize
+    row_bytes = product(tuple(b - a for a, b in zip(blo[1:], bhi[1:]))) * itemsize
+    rows = _band_rows(call, shape, grid, blo, bhi, itemsize)
+    with handoff_segment(call, nbytes) as seg:
+        futures: list[Future[Any]] = []
+        try:
+            for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):
+                call.check_cancelled()
+                band_shape = (b - a, *(y - x for x, y in zip(blo[1:], bhi[1:])))
+                parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
+                _submit(call, meta, seg, (a - blo[0]) * row_bytes, band_shape, parts, False,
+                        futures)
+            _settle(futures)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise
+    return {"path": seg.path, "bytes": nbytes}
+
+
+@contextlib.contextmanager
+def handoff_segment(call: Call, nbytes: int) -> Iterator[Segment]:
+    """A fresh segment for a handoff result, unlinked unless it reaches the client.
+
+    The block fills it. On any exception (a cancel included) it is unlinked
+    at once; otherwise it is watched until the request's reply is settled,
+    and unlinked if the request is cancelled meanwhile.
+    """
     from pybridge.shm import Segment
 
     if nbytes > MAX_HANDOFF_BYTES:
         raise TooLarge(f"a handoff result of {nbytes} bytes is over the limit of "
                        f"{MAX_HANDOFF_BYTES} bytes", bytes=nbytes, limit=MAX_HANDOFF_BYTES)
-    itemsize = out_dtype(meta.spec.dtype).itemsize
-    row_bytes = product(tuple(b - a for a, b in zip(blo[1:], bhi[1:]))) * itemsize
-    rows = _band_rows(call, shape, grid, blo, bhi, itemsize)
     seg = Segment.create(nbytes, "read")
-    futures: list[Future[Any]] = []
     try:
-        for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):
-            call.check_cancelled()
-            band_shape = (b - a, *(y - x for x, y in zip(blo[1:], bhi[1:])))
-            parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
-            _submit(call, meta, seg, (a - blo[0]) * row_bytes, band_shape, parts, False,
-                    futures)
-        _settle(futures)
-        call.check_cancelled()  # a dropped reply would leak the segment
+        yield seg
+        call.check_cancelled()
     except BaseException:
-        for f in futures:
-            f.cancel()
-        wait(futures)
         seg.close()
         seg.unlink()
         raise
     seg.close()
-    return {"path": seg.path, "bytes": nbytes}
+    JANITOR.watch(call, seg.path)
+
+
+class HandoffJanitor:
+    """Unlinks handoff segments whose request is cancelled after its handler returned.
+
+    A cancel that arrives between the handler's return and the reply makes
+    the server drop the reply, and the client never learns the segment's
+    name. Each watched segment is checked every :attr:`interval` seconds
+    until its call is finished and :attr:`grace` seconds more have passed
+    (after that no cancel can reach the call).
+    """
+
+    interval = 0.05
+    grace = 2.0
+
+    def __init__(self) -> None:
+        self._items: list[list[Any]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, call: Call, path: str) -> None:
+        with self._lock:
+            self._items.append([call, path, None])
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pybridge-handoff",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            now = time.monotonic()
+            with self._lock:
+                keep = []
+                for item in self._items:
+                    call, path, since = item
+                    if call.cancelled.is_set():
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                        continue
+                    if call.finished:
+                        if since is None:
+                            item[2] = now
+                        elif now - since > self.grace:
+                            continue
+                    keep.append(item)
+                self._items = keep
+                if not keep:
+                    self._thread = None
+                    return
+
+
+JANITOR = HandoffJanitor()

@@ -1,45 +1,81 @@
-"""Store references: the ``store`` param of array requests.
+"""Store references: the ``store`` and ``path`` params of array and group requests.
 
-A store ref names where a node lives. Only ``{"kind": "filesystem",
-"path": "/abs/dir"}`` exists for now. When the sidecar has allowed roots,
-the node's directory (with symlinks resolved) must lie under one of them.
+A store ref names where a node lives:
+
+- ``{"kind": "filesystem", "path": "/abs/dir"}``: a directory;
+- ``{"kind": "zip", "path": "/abs/file.zip"}``: a zip archive
+  (:mod:`pybridge.arrays.zipstore`);
+- ``{"kind": "memory", "name": str}``: a named store inside the sidecar,
+  kept in ``context.stores`` for the sidecar's lifetime.
+
+When the sidecar has allowed roots, a filesystem node's directory and a zip
+file (symlinks resolved) must lie under one of them; so must every file the
+sidecar reads or writes inside a filesystem store (:func:`check_inside`):
+a chunk file or directory that is a symlink pointing outside is refused.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pybridge.errors import ForbiddenPath, InvalidParams
+from pybridge.errors import ForbiddenPath, InvalidParams, NotFound
 
-__all__ = ["StoreRef", "parse_node_path", "parse_store", "zarr_store"]
+__all__ = [
+    "StoreRef",
+    "check_inside",
+    "memory_store",
+    "parse_node_path",
+    "parse_store",
+    "real_roots",
+]
 
-KINDS = ("filesystem",)
+KINDS = ("filesystem", "zip", "memory")
+#: Where memory stores live in ``context.stores``: ``MEMORY_PREFIX + name``.
+MEMORY_PREFIX = "memory:"
+
+_memory_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
 class StoreRef:
     """A parsed store plus the node path inside it.
 
-    ``root`` is the store directory (absolute, normalised); ``path`` the
-    node's path inside it (``""`` for the root, ``a/b`` otherwise); ``dir``
-    the node's directory on disk.
+    ``root`` is the store directory or zip file (absolute, normalised), or
+    a memory store's name; ``path`` the node's path inside the store (``""``
+    for the root, ``a/b`` otherwise); ``roots`` the allowed roots, resolved
+    (empty when the sidecar is unconfined). ``memory`` is the memory store
+    object itself (memory stores only).
     """
 
     kind: str
     root: str
     path: str
+    roots: tuple[str, ...] = ()
+    memory: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def dir(self) -> str:
-        return os.path.join(self.root, self.path) if self.path else self.root
+        """The node's directory (filesystem), or a unique name for the node (others)."""
+        if self.kind == "filesystem":
+            return os.path.join(self.root, self.path) if self.path else self.root
+        return f"{self.kind}:{self.root}!/{self.path}"
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> tuple[str, str, str]:
         """What caches and locks are keyed by."""
-        return (self.root, self.path)
+        return (self.kind, self.root, self.path)
+
+    def at(self, path: str) -> StoreRef:
+        """The ref of another node of the same store."""
+        return StoreRef(self.kind, self.root, parse_node_path(path), self.roots, self.memory)
+
+    def describe(self) -> str:
+        name = {"filesystem": "store", "zip": "zip store", "memory": "memory store"}[self.kind]
+        return f"path {self.path!r} of {name} {self.root!r}"
 
 
 def parse_node_path(path: str) -> str:
@@ -54,42 +90,85 @@ def parse_node_path(path: str) -> str:
     return "/".join(parts)
 
 
-def _confine(dir_: str, allowed_roots: Sequence[str]) -> None:
-    real = os.path.realpath(dir_)
-    for root in allowed_roots:
-        root_real = os.path.realpath(root)
-        if real == root_real or real.startswith(root_real.rstrip("/") + "/"):
-            return
-    raise ForbiddenPath(f"{dir_!r} is outside the allowed roots", path=dir_)
+def real_roots(allowed_roots: Sequence[str]) -> tuple[str, ...]:
+    """The allowed roots with symlinks resolved."""
+    return tuple(os.path.realpath(r) for r in allowed_roots)
 
 
-def parse_store(store: Mapping[str, Any], path: str,
-                allowed_roots: Sequence[str] = ()) -> StoreRef:
+def _under(real: str, roots: Sequence[str]) -> bool:
+    for root in roots:
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def check_inside(path: str, roots: Sequence[str]) -> None:
+    """Refuse ``path`` (symlinks resolved) when it is outside ``roots``.
+
+    Does nothing when ``roots`` is empty, so an unconfined sidecar pays
+    nothing; a confined one pays one ``realpath`` per file.
+    """
+    if roots and not _under(os.path.realpath(path), roots):
+        raise ForbiddenPath(f"{path!r} resolves outside the allowed roots", path=path)
+
+
+def memory_store(stores: dict[str, Any], name: str, create: bool) -> Any:
+    """The memory store ``name`` from ``context.stores`` (created when asked).
+
+    Returns a :class:`~pybridge.arrays.kv.MemoryHolder`.
+    """
+    key = MEMORY_PREFIX + name
+    store = stores.get(key)
+    if store is None:
+        if not create:
+            raise NotFound(f"no memory store named {name!r}", store=name)
+        from pybridge.arrays.kv import MemoryHolder
+        from pybridge.arrays.metadata import import_zarr
+
+        import_zarr()
+        with _memory_lock:
+            store = stores.get(key)
+            if store is None:
+                store = stores[key] = MemoryHolder()
+    return store
+
+
+def _bad_store(message: str) -> InvalidParams:
+    return InvalidParams(message, param="store", expected="store map")
+
+
+def parse_store(store: Mapping[str, Any], path: str, allowed_roots: Sequence[str] = (),
+                stores: dict[str, Any] | None = None, create: bool = False) -> StoreRef:
     """Turn the ``store`` and ``path`` params into a :class:`StoreRef`.
 
-    Raises :class:`InvalidParams` for a malformed store map and
-    :class:`ForbiddenPath` for a node outside ``allowed_roots`` (when any).
+    ``stores`` is ``context.stores`` (for memory stores); ``create`` makes a
+    missing memory store (methods that create nodes). Raises
+    :class:`InvalidParams` for a malformed store map, :class:`ForbiddenPath`
+    for a location outside ``allowed_roots`` (when any) and
+    :class:`NotFound` for an unknown memory store.
     """
     kind = store.get("kind")
     if kind not in KINDS:
-        raise InvalidParams(f"store kind must be one of {', '.join(KINDS)}, got {kind!r}",
-                            param="store", expected="store map")
-    unknown = set(store) - {"kind", "path"}
+        raise _bad_store(f"store kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    allowed = {"kind", "name"} if kind == "memory" else {"kind", "path"}
+    unknown = set(store) - allowed
     if unknown:
-        raise InvalidParams(f"unknown store key {sorted(unknown)[0]!r}",
-                            param="store", expected="store map")
+        raise _bad_store(f"unknown key {sorted(unknown)[0]!r} in a {kind} store")
+    node = parse_node_path(path)
+    if kind == "memory":
+        name = store.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad_store("a memory store needs a non-empty str 'name'")
+        if stores is None:
+            raise _bad_store("memory stores are not available here")
+        return StoreRef(kind, name, node, (), memory_store(stores, name, create))
     root = store.get("path")
     if not isinstance(root, str) or not os.path.isabs(root):
-        raise InvalidParams("store path must be an absolute path (str)",
-                            param="store", expected="absolute path")
-    ref = StoreRef(kind, os.path.normpath(root), parse_node_path(path))
-    if allowed_roots:
-        _confine(ref.dir, allowed_roots)
+        raise _bad_store("store path must be an absolute path (str)")
+    roots = real_roots(allowed_roots) if allowed_roots else ()
+    ref = StoreRef(kind, os.path.normpath(root), node, roots)
+    if roots:
+        target = ref.dir if kind == "filesystem" else ref.root
+        if not _under(os.path.realpath(target), roots):
+            raise ForbiddenPath(f"{target!r} is outside the allowed roots", path=target)
     return ref
-
-
-def zarr_store(ref: StoreRef, read_only: bool) -> Any:
-    """A zarr-python store for ``ref`` (imports zarr)."""
-    from zarr.storage import LocalStore
-
-    return LocalStore(ref.root, read_only=read_only)

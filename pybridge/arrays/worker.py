@@ -31,6 +31,7 @@ from pybridge.arrays.pipeline import (
     is_fill,
     read_chunk_file,
     remove_chunk_file,
+    spec_dtype,
     write_chunk_file,
 )
 from pybridge.errors import BridgeError, StoreError
@@ -68,11 +69,10 @@ def _segment(path: str, keep: bool) -> Segment:
 
 
 def out_dtype(stored: str) -> np.dtype:
-    """The wire dtype of a stored dtype: the same type, little-endian."""
-    import numpy as np
+    """The wire dtype of a stored dtype token: the same type, little-endian."""
+    from pybridge.dtypes import to_little_endian
 
-    dt = np.dtype(stored)
-    return dt.newbyteorder("<") if dt.byteorder in "<>=" else dt
+    return to_little_endian(spec_dtype(stored))
 
 
 def band_view(buf: Any, offset: int, shape: Sequence[int], stored: str) -> np.ndarray:
@@ -105,12 +105,18 @@ def _zarr_array(spec: ChunkSpec, writable: bool) -> Any:
     with _zarr_lock:
         z = _ZARR.get(key)
     if z is None:
-        import zarr
-        from zarr.storage import LocalStore
+        import json
 
-        fmt: Any = spec.zarr_format
-        z = zarr.open_array(LocalStore(spec.root, read_only=not writable), path=spec.path,
-                            mode="r+" if writable else "r", zarr_format=fmt)
+        import zarr
+        from zarr.core.array import AsyncArray
+        from zarr.storage import StorePath
+
+        from pybridge.arrays.kv import confined_local_store
+        from pybridge.arrays.pipeline import checked_store
+
+        doc = json.loads(spec.meta_json)
+        store = checked_store(confined_local_store(spec.root, spec.roots, not writable), doc)
+        z = zarr.Array(AsyncArray(metadata=doc, store_path=StorePath(store, spec.path)))
         with _zarr_lock:
             _ZARR[key] = z
             if len(_ZARR) > 8:
@@ -158,14 +164,14 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
     if spec.engine == "zarr":
         z = _zarr_array(spec, writable=True)
         for p in parts:
-            value = src[_out_slices(p)]
+            value = np.ascontiguousarray(src[_out_slices(p)])
             if spec.grid:
                 z[_array_box(spec, p)] = value
             else:
                 z[()] = value.reshape(())
         return len(parts)
     grid = spec.grid if spec.grid else (1,)
-    native = np.dtype(spec.dtype).newbyteorder("=")
+    native = spec_dtype(spec.dtype).newbyteorder("=")
     written = 0
     for p in parts:
         path = spec.chunk_path(p.coords)

@@ -11,6 +11,10 @@ Partial chunks are read-modify-write. Every chunk is locked (per array and
 chunk, inside this sidecar) from before its task is submitted until the task
 is done, so concurrent writes touching the same chunk never lose each
 other's updates.
+
+Arrays in zip and memory stores and the variable-length dtypes (whose data
+come as ``values``) are written through zarr-python in the sidecar
+(:mod:`pybridge.arrays.inprocess`), under the same locks.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from pybridge.arrays.chunks import (
     product,
     rows_per_band,
 )
-from pybridge.arrays.metadata import ArrayMeta, require_fixed_size
+from pybridge.arrays.metadata import ArrayMeta
 from pybridge.arrays.read import check_request_size
 from pybridge.arrays.worker import out_dtype, store_parts, write_parts
 from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
 
 if TYPE_CHECKING:
+    from pybridge.arrays.kv import KV
     from pybridge.call import Call
     from pybridge.shm import Segment
 
@@ -113,13 +118,9 @@ class _Source:
             n += k
 
 
-def write_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
-                shape: Sequence[int], data: Any) -> dict[str, Any]:
-    """Write ``data`` (bytes, or None for the call's upload) at ``start``."""
-    import numpy as np
-
-    require_fixed_size(meta)
-    spec = meta.spec
+def write_box(meta: ArrayMeta, start: Sequence[int] | None,
+              shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The box ``[lo, hi)`` that ``shape`` at ``start`` covers, checked."""
     ndim = len(meta.shape)
     if len(shape) != ndim:
         raise InvalidSelection(f"shape has {len(shape)} dimensions, the array has {ndim}",
@@ -130,7 +131,33 @@ def write_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
     if len(begin) != ndim:
         raise InvalidSelection(f"start has {len(begin)} dimensions, the array has {ndim}",
                                param="start", ndim=ndim)
-    lo, hi = normalize_selection(meta.shape, begin, tuple(a + n for a, n in zip(begin, shape)))
+    return normalize_selection(meta.shape, begin, tuple(a + n for a, n in zip(begin, shape)))
+
+
+def write_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None,
+                shape: Sequence[int], data: Any, values: list[Any] | None = None,
+                pieces: Iterable[Any] | None = None) -> dict[str, Any]:
+    """Write ``data`` (bytes, or None for the call's upload) or ``values`` at ``start``.
+
+    ``pieces`` replaces the call's upload when the caller has already taken
+    it (see :func:`spool_upload`).
+    """
+    import numpy as np
+
+    from pybridge.arrays import inprocess
+
+    spec = meta.spec
+    lo, hi = write_box(meta, start, shape)
+    if meta.variable:
+        if values is None:
+            raise InvalidParams(f"{meta.wire_dtype!r} data travel as 'values'",
+                                param="values", expected="array of str or bin")
+        inprocess.write_values(call, meta, kv, lo, hi, values)
+        return {"bytes": sum(len(v.encode()) if isinstance(v, str) else len(v)
+                             for v in values)}
+    if values is not None:
+        raise InvalidParams(f"{meta.wire_dtype!r} data travel as 'data' or 'stream'",
+                            param="values", expected="absent")
     dtype = out_dtype(spec.dtype)
     nbytes = product(shape) * dtype.itemsize
     if data is not None:
@@ -148,6 +175,11 @@ def write_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
             f"({nbytes} bytes)", expected=nbytes, got=got)
     if nbytes == 0:
         return {"bytes": 0}
+    if not meta.by_hand:
+        source = _Source([data] if data is not None else
+                         pieces if pieces is not None else call.upload())
+        inprocess.write_bytes(call, meta, kv, lo, hi, source)
+        return {"bytes": nbytes}
     bshape, grid, blo, bhi = as_banded(spec.shape, spec.grid, lo, hi)
     band_sel = tuple(b - a for a, b in zip(blo, bhi))
     nchunks = count_chunks(blo, bhi, grid)
@@ -162,9 +194,45 @@ def write_array(call: Call, meta: ArrayMeta, start: Sequence[int] | None,
         finally:
             LOCKS.release(keys)
         return {"bytes": nbytes}
-    source = _Source([data] if data is not None else call.upload())
+    source = _Source([data] if data is not None else
+                     pieces if pieces is not None else call.upload())
     _banded(call, meta, bshape, grid, blo, bhi, source)
     return {"bytes": nbytes}
+
+
+def spool_upload(call: Call, expected: int) -> Iterator[bytes]:
+    """Take the call's whole upload now (into memory, or a temporary file past
+    16 MiB) and give it back as pieces.
+
+    Used before waiting for a zip archive's write session: a request that
+    waits with its upload unread would stop the reader thread once its
+    queue is full, and the session's holder might need that thread. The
+    declared size is checked against ``expected`` first.
+    """
+    import tempfile
+
+    declared = call.upload_bytes
+    if declared is None:
+        raise InvalidParams("this request carries no upload stream", param="stream",
+                            expected="map")
+    check_request_size(call.context.settings, declared)
+    if declared != expected:
+        raise DataSizeMismatch(f"{declared} bytes of data for a box of {expected} bytes",
+                               expected=expected, got=declared)
+    spool = tempfile.SpooledTemporaryFile(max_size=16 * MiB)
+    for piece in call.upload():
+        spool.write(piece)
+    spool.seek(0)
+
+    def read() -> Iterator[bytes]:
+        with spool:
+            while True:
+                piece = spool.read(MiB)
+                if not piece:
+                    return
+                yield piece
+
+    return read()
 
 
 def _releaser(keys: list[Hashable]) -> Callable[[Future[Any]], None]:

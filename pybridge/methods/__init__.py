@@ -38,10 +38,10 @@ class Method:
 
 def method_table(settings: Settings) -> dict[str, Method]:
     """Gather every area's methods; test-only ones only when enabled."""
-    from pybridge.methods import array, basic, codec
+    from pybridge.methods import array, basic, codec, group
 
     table: dict[str, Method] = {}
-    for module in (basic, codec, array):
+    for module in (basic, codec, array, group):
         for method in module.METHODS:
             if method.test_only and not settings.test_methods:
                 continue

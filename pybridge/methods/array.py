@@ -1,13 +1,16 @@
-"""The ``array.*`` methods (PROTOCOL.md §7).
+"""The ``array.*`` methods (PROTOCOL.md §7 and §8).
 
 Requests are stateless: each names its store and path. The work is in
 :mod:`pybridge.arrays`, imported by the handlers so that this module stays
 cheap to import (zarr, numcodecs and numpy load on the first array request).
+Every handler works inside one store session (:func:`pybridge.arrays.kv.session`):
+for a zip store, a request's writes become visible together when it succeeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import InvalidParams, ReadOnly
@@ -15,11 +18,12 @@ from pybridge.methods import Method
 from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:
+    from pybridge.arrays.kv import KV
     from pybridge.arrays.metadata import ArrayMeta
     from pybridge.arrays.store import StoreRef
     from pybridge.call import Call
 
-__all__ = ["METHODS"]
+__all__ = ["METHODS", "check_json", "store_ref"]
 
 _MODES = ("r", "r+", "a", "w", "w-")
 _OPEN_MODES = ("r", "r+", "a")
@@ -50,22 +54,39 @@ def _str_or_nil_list() -> Param:
 _STORE = {"store": Map(), "path": Str(required=False, default="")}
 
 
-def _ref(call: Call) -> StoreRef:
+def store_ref(call: Call, create: bool = False) -> StoreRef:
+    """The request's ``store`` and ``path`` as a ref (``create``: make a memory store)."""
     from pybridge.arrays.store import parse_store
 
     return parse_store(call.params["store"], call.params["path"],
-                       call.context.settings.allowed_roots)
+                       call.context.settings.allowed_roots, call.context.stores, create)
 
 
-def _meta(call: Call, ref: StoreRef) -> ArrayMeta:
+def _ref(call: Call) -> StoreRef:
+    return store_ref(call)
+
+
+def _meta(call: Call, ref: StoreRef, kv: KV) -> ArrayMeta:
     from pybridge.arrays.metadata import open_meta
 
-    return open_meta(ref, call.context.settings.allow_pickle)
+    return open_meta(ref, call.context.settings.allow_pickle, kv)
 
 
 def _check_writable(call: Call) -> None:
     if call.params.get("mode") == "r":
-        raise ReadOnly("the array was opened with mode 'r'", mode="r")
+        raise ReadOnly("the node was opened with mode 'r'", mode="r")
+
+
+@contextlib.contextmanager
+def _array(call: Call, writable: bool = False) -> Iterator[tuple[ArrayMeta, KV]]:
+    """The request's array and its store session (checks mode ``r`` for writes)."""
+    from pybridge.arrays.kv import session
+
+    if writable:
+        _check_writable(call)
+    ref = _ref(call)
+    with session(ref, writable) as kv:
+        yield _meta(call, ref, kv), kv
 
 
 # -- create / open -----------------------------------------------------------
@@ -78,13 +99,15 @@ def create(call: Call) -> dict[str, Any]:
         if p[key] is _UNSET:
             p[key] = _default()
     if p["attributes"] is not None:
-        _check_json(p["attributes"], "attributes")
-    meta = create_array(_ref(call), p, call.context.settings.allow_pickle)
+        check_json(p["attributes"], "attributes")
+    ref = store_ref(call, create=p["mode"] not in ("r", "r+"))
+    meta = create_array(ref, p, call.context.settings.allow_pickle)
     return {"metadata": meta.wire}
 
 
 def open_(call: Call) -> dict[str, Any]:
-    return {"metadata": _meta(call, _ref(call)).wire}
+    with _array(call) as (meta, _):
+        return {"metadata": meta.wire}
 
 
 # -- read / write -------------------------------------------------------------
@@ -93,23 +116,100 @@ def read(call: Call) -> dict[str, Any]:
     from pybridge.arrays.read import read_array
 
     p = call.params
-    return read_array(call, _meta(call, _ref(call)), p["start"], p["stop"], p["handoff"])
+    with _array(call) as (meta, kv):
+        return read_array(call, meta, kv, p["start"], p["stop"], p["step"], p["handoff"])
+
+
+def _payload(call: Call) -> None:
+    p = call.params
+    given = [k for k in ("data", "stream", "values") if p[k] is not None]
+    if len(given) != 1:
+        raise InvalidParams("give exactly one of 'data', 'stream' and 'values'", param="data",
+                            expected="bin")
+
+
+def _spooled(call: Call, shape: list[int]) -> Iterator[bytes] | None:
+    """For an upload to a zip archive: the whole upload, taken before the
+    archive's write session is (see :func:`pybridge.arrays.write.spool_upload`)."""
+    from pybridge.arrays.chunks import product
+    from pybridge.arrays.worker import out_dtype
+    from pybridge.arrays.write import spool_upload
+
+    if call.params["stream"] is None or call.params["store"].get("kind") != "zip":
+        return None
+    _check_writable(call)
+    from pybridge.arrays.kv import session
+
+    ref = _ref(call)
+    with session(ref) as kv:
+        meta = _meta(call, ref, kv)
+    return spool_upload(call, product(shape) * out_dtype(meta.spec.dtype).itemsize)
 
 
 def write(call: Call) -> dict[str, Any]:
     from pybridge.arrays.write import write_array
 
     p = call.params
+    _payload(call)
+    pieces = _spooled(call, p["shape"])
+    with _array(call, writable=True) as (meta, kv):
+        return write_array(call, meta, kv, p["start"], p["shape"], p["data"], p["values"],
+                           pieces)
+
+
+# -- resize / append / raw chunks ------------------------------------------------
+
+def resize(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.ops import resize as resize_
+
+    with _array(call, writable=True) as (meta, kv):
+        new = resize_(meta, kv, call.params["shape"], call.context.settings.allow_pickle)
+        return {"metadata": new.wire}
+
+
+def append(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.ops import append as append_
+
+    p = call.params
+    _payload(call)
+    pieces = _spooled(call, p["shape"])
+    with _array(call, writable=True) as (meta, kv):
+        new = append_(call, meta, kv, p["axis"], p["shape"], p["data"], p["values"],
+                      call.context.settings.allow_pickle, pieces)
+        return {"metadata": new.wire}
+
+
+def chunk_keys(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.ops import chunk_keys as keys
+
+    with _array(call) as (meta, kv):
+        return {"keys": keys(meta, kv)}
+
+
+def read_chunk_raw(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.ops import read_chunk_raw as read_raw
+
+    with _array(call) as (meta, kv):
+        raw = read_raw(meta, kv, call.params["key"])
+    return call.reply_bytes(raw)
+
+
+def write_chunk_raw(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.ops import write_chunk_raw as write_raw
+
+    p = call.params
     if (p["data"] is None) == (p["stream"] is None):
         raise InvalidParams("give exactly one of 'data' and 'stream'", param="data",
                             expected="bin")
-    _check_writable(call)
-    return write_array(call, _meta(call, _ref(call)), p["start"], p["shape"], p["data"])
+    data = p["data"] if p["data"] is not None else call.read_upload()
+    with _array(call, writable=True) as (meta, kv):
+        write_raw(meta, kv, p["key"], data)
+    return {}
 
 
 # -- attributes ----------------------------------------------------------------
 
-def _check_json(value: Any, where: str) -> None:
+def check_json(value: Any, where: str) -> None:
     """Refuse what JSON cannot hold: bin, non-str keys, other types."""
     if value is None or isinstance(value, (bool, int, str)):
         return
@@ -117,43 +217,43 @@ def _check_json(value: Any, where: str) -> None:
         return  # NaN and infinities are written as zarr-python writes them
     if isinstance(value, list):
         for i, v in enumerate(value):
-            _check_json(v, f"{where}[{i}]")
+            check_json(v, f"{where}[{i}]")
         return
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidParams(f"{where} has a non-str key {k!r}", param="attributes",
                                     expected="JSON object")
-            _check_json(v, f"{where}.{k}")
+            check_json(v, f"{where}.{k}")
         return
     raise InvalidParams(f"{where} holds a {type(value).__name__}, which JSON cannot hold",
                         param="attributes", expected="JSON-serializable values")
 
 
 def get_attributes(call: Call) -> dict[str, Any]:
-    return {"attributes": _meta(call, _ref(call)).wire["attributes"]}
+    with _array(call) as (meta, _):
+        return {"attributes": meta.wire["attributes"]}
 
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
-    from pybridge.arrays.metadata import forget, locate, open_zarr
+    from pybridge.arrays.metadata import forget, zarr_array
     from pybridge.arrays.write import LOCKS
 
-    _check_writable(call)
     attrs = call.params["attributes"]
-    _check_json(attrs, "attributes")
-    ref = _ref(call)
-    fmt, _ = locate(ref)
-    keys = LOCKS.acquire([(ref.dir, "attributes")])
-    try:
-        z = open_zarr(ref, "r+", fmt)
-        if merge:
-            z.update_attributes(attrs)
-        else:
-            z.attrs.put(attrs)
-        out = dict(z.attrs.asdict())
-    finally:
-        LOCKS.release(keys)
-        forget(ref)
+    check_json(attrs, "attributes")
+    with _array(call, writable=True) as (meta, kv):
+        keys = LOCKS.acquire([(meta.ref.dir, "attributes")])
+        try:
+            forget(meta.ref)
+            z = zarr_array(_meta(call, meta.ref, kv), kv)
+            if merge:
+                z.update_attributes(attrs)
+            else:
+                z.attrs.put(attrs)
+            out = dict(z.attrs.asdict())
+        finally:
+            LOCKS.release(keys)
+            forget(meta.ref)
     return {"attributes": out}
 
 
@@ -168,6 +268,10 @@ def update_attributes(call: Call) -> dict[str, Any]:
 # -- the table -------------------------------------------------------------------
 
 _SELECTION = IntList(required=False, nullable=True)
+_VALUES = Param("array of str or bin",
+                lambda v: isinstance(v, list) and all(isinstance(x, (str, bytes, bytearray))
+                                                      for x in v),
+                False, None, True)
 
 METHODS: list[Method] = [
     Method("array.create", create, {
@@ -187,6 +291,7 @@ METHODS: list[Method] = [
         "fill_value": Param("a scalar or nil", lambda v: True, False, _UNSET, True),
         "order": Str(required=False, choices=("C", "F"), nullable=True),
         "dimension_separator": Str(required=False, choices=(".", "/"), nullable=True),
+        "chunk_key_encoding": Map(required=False, nullable=True),
         "dimension_names": _str_or_nil_list(),
         "attributes": Map(required=False, nullable=True),
     }),
@@ -198,6 +303,7 @@ METHODS: list[Method] = [
         **_STORE,
         "start": _SELECTION,
         "stop": _SELECTION,
+        "step": IntList(required=False, min=1, nullable=True),
         "handoff": Bool(required=False, default=False),
     }),
     Method("array.write", write, {
@@ -205,6 +311,30 @@ METHODS: list[Method] = [
         "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
         "start": _SELECTION,
         "shape": IntList(),
+        "data": Bin(required=False),
+        "stream": Map(required=False),
+        "values": _VALUES,
+    }),
+    Method("array.resize", resize, {
+        **_STORE,
+        "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
+        "shape": IntList(min=0),
+    }),
+    Method("array.append", append, {
+        **_STORE,
+        "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
+        "axis": Int(required=False, default=0),
+        "shape": IntList(min=0),
+        "data": Bin(required=False),
+        "stream": Map(required=False),
+        "values": _VALUES,
+    }),
+    Method("array.chunk_keys", chunk_keys, dict(_STORE)),
+    Method("array.read_chunk_raw", read_chunk_raw, {**_STORE, "key": Str()}),
+    Method("array.write_chunk_raw", write_chunk_raw, {
+        **_STORE,
+        "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
+        "key": Str(),
         "data": Bin(required=False),
         "stream": Map(required=False),
     }),

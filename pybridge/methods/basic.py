@@ -103,6 +103,7 @@ def hello(call: Call) -> dict[str, Any]:
             "max_frame_bytes": s.max_frame_bytes,
             "stream_frame_bytes": s.stream_frame_bytes,
             "max_in_flight": s.max_in_flight,
+            "max_request_bytes": s.max_request_bytes,
         },
         "capabilities": capabilities(s.test_methods),
         "pid": os.getpid(),

@@ -1,18 +1,22 @@
 defmodule ZarrBridge.Array do
   @moduledoc """
-  A Zarr array (v2 or v3) opened or created with `ZarrBridge.open/1` or
-  `ZarrBridge.create/1`.
+  A Zarr array (v2 or v3) opened or created with `ZarrBridge.open/1`,
+  `ZarrBridge.create/1` or `ZarrBridge.Group`.
 
-  The struct is a handle: it names the store, the path and the sidecar, and
-  holds a **snapshot** of the array's metadata taken when it was opened or
-  created. Reads and writes always go to the store, so they see the current
-  data. After `put_attributes/3` or `update_attributes/3` the attributes on
-  disk are current, while `array.metadata.attributes` keeps the snapshot:
-  use `get_attributes/2`, or `refresh/2` to take a new snapshot.
+  The struct is a handle: it names the store, the node inside it and the
+  sidecar, and holds a **snapshot** of the array's metadata taken when it
+  was opened or created. Reads and writes always go to the store, so they
+  see the current data. After `put_attributes/3` or `update_attributes/3`
+  the attributes in the store are current, while `array.metadata.attributes`
+  keeps the snapshot: use `get_attributes/2`, or `refresh/2` to take a new
+  snapshot. `resize/3` and `append/3` return the struct with the new
+  metadata.
 
-  Fields: `metadata` (`ZarrBridge.Metadata`), `storage` (`:filesystem`),
-  `path` (the absolute path of the array), `mode` (the mode it was opened
-  with), `server` (the sidecar), `store` (the store map sent on the wire).
+  Fields: `metadata` (`ZarrBridge.Metadata`), `storage` (`:filesystem`,
+  `:zip` or `:memory`), `path` (the absolute path of the directory or zip
+  file, or the memory store's name), `node` (the array's path inside the
+  store, `""` for the root), `mode` (the mode it was opened with), `server`
+  (the sidecar), `store` (the store map sent on the wire).
 
   ## Data
 
@@ -21,11 +25,16 @@ defmodule ZarrBridge.Array do
       `:nan`, `:infinity` and `:neg_infinity`; see `ZarrBridge.NDArray` for
       every dtype.
     * `read/2` and `write/3` use `ZarrBridge.NDArray` (a binary with its
-      shape and dtype): the fast path for large data.
+      shape and dtype, or a list of binaries for `:string` and `:bytes`):
+      the fast path for large data.
+    * `chunk_keys/2`, `read_chunk_raw/3` and `write_chunk_raw/4` give the
+      stored chunk (or shard) bytes as they are, for a Zarr implementation
+      that does its own decoding.
 
   A selection is given by `start:` and `stop:` tuples, one entry per
-  dimension, half-open (`stop` excluded). A missing `start` is the origin, a
-  missing `stop` the end of the array.
+  dimension, half-open (`stop` excluded), and for reads a `step:` tuple of
+  positive integers. A missing `start` is the origin, a missing `stop` the
+  end of the array, a missing `step` all ones.
 
   ## Options
 
@@ -38,28 +47,35 @@ defmodule ZarrBridge.Array do
   `{:error, %ZarrBridge.Error{}}` with, among others: `:invalid_selection`
   (out of bounds, negative, or wrong rank), `:data_size_mismatch` (the data
   does not fill the selection exactly), `:read_only` (a write to an array
-  opened with mode `:r`), `:not_found` (the array is gone),
-  `:codec_unavailable`, `:timeout`.
+  opened with mode `:r`), `:not_found` (the array is gone, or no such
+  chunk), `:codec_unavailable`, `:timeout`.
   """
 
-  alias ZarrBridge.{Dtype, Error, Metadata, NDArray, Sidecar}
+  alias ZarrBridge.{Dtype, Error, Metadata, NDArray, Options, Sidecar}
 
   @enforce_keys [:metadata, :path, :store]
-  defstruct [:metadata, :path, :store, storage: :filesystem, mode: :"r+", server: Sidecar]
+  defstruct [
+    :metadata,
+    :path,
+    :store,
+    node: "",
+    storage: :filesystem,
+    mode: :"r+",
+    server: Sidecar
+  ]
 
   @type mode :: :r | :"r+" | :a | :w | :"w-"
 
   @type t :: %__MODULE__{
           metadata: Metadata.t(),
-          storage: :filesystem,
+          storage: :filesystem | :zip | :memory,
           path: String.t(),
+          node: String.t(),
           mode: mode,
           server: GenServer.server(),
           store: %{required(String.t()) => String.t()}
         }
 
-  # The array is the store's root (the seed's usage: the path is the array).
-  @node ""
   @inline_limit 256 * 1024
   @handoff_threshold 1024 * 1024
   @common [:server, :timeout]
@@ -70,8 +86,11 @@ defmodule ZarrBridge.Array do
       {:ok, data} = ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {100, 50})
       elem(elem(data, 0), 0)
 
-  Options: `start:`, `stop:` (default: the whole array), `handoff:` (see
-  `read/2`), `server:`, `timeout:`.
+      # every other row and every third column
+      {:ok, data} = ZarrBridge.Array.get_slice(array, step: {2, 3})
+
+  Options: `start:`, `stop:` (default: the whole array), `step:` (default:
+  all ones), `handoff:` (see `read/2`), `server:`, `timeout:`.
   """
   @spec get_slice(t, keyword) :: {:ok, term} | {:error, Error.t()}
   def get_slice(%__MODULE__{} = array, opts \\ []) do
@@ -80,7 +99,7 @@ defmodule ZarrBridge.Array do
 
   @doc "Like `get_slice/2`, but raises `ZarrBridge.Error`."
   @spec get_slice!(t, keyword) :: term
-  def get_slice!(array, opts \\ []), do: bang(get_slice(array, opts))
+  def get_slice!(array, opts \\ []), do: Options.bang(get_slice(array, opts))
 
   @doc """
   Writes nested tuples (or lists) into a slice.
@@ -96,7 +115,7 @@ defmodule ZarrBridge.Array do
   """
   @spec set_slice(t, term, keyword) :: :ok | {:error, Error.t()}
   def set_slice(%__MODULE__{} = array, data, opts \\ []) do
-    check_opts!(opts, [:start, :stop | @common])
+    Options.check!(opts, [:start, :stop | @common])
     dtype = array.metadata.dtype
 
     with {:ok, shape, list} <- NDArray.flatten(data, dtype),
@@ -109,22 +128,23 @@ defmodule ZarrBridge.Array do
 
   @doc "Like `set_slice/3`, but raises `ZarrBridge.Error`."
   @spec set_slice!(t, term, keyword) :: :ok
-  def set_slice!(array, data, opts \\ []), do: bang(set_slice(array, data, opts))
+  def set_slice!(array, data, opts \\ []), do: Options.bang(set_slice(array, data, opts))
 
   @doc """
-  Reads a slice as a `ZarrBridge.NDArray`: little-endian C-order bytes.
+  Reads a slice as a `ZarrBridge.NDArray`: little-endian C-order bytes, or
+  for `:string` and `:bytes` arrays a list of binaries in C order.
 
   Options:
-    * `start:`, `stop:` - the selection (default: the whole array);
+    * `start:`, `stop:`, `step:` - the selection (default: the whole array);
     * `handoff:` - `true` asks the sidecar to hand large results over in a
       shared-memory file rather than through the pipe (same host only);
       `false` never does. By default it is asked for when the result is
-      1 MiB or more;
+      1 MiB or more (fixed-size dtypes only);
     * `server:`, `timeout:`.
   """
   @spec read(t, keyword) :: {:ok, NDArray.t()} | {:error, Error.t()}
   def read(%__MODULE__{} = array, opts \\ []) do
-    check_opts!(opts, [:start, :stop, :handoff | @common])
+    Options.check!(opts, [:start, :stop, :step, :handoff | @common])
     meta = array.metadata
 
     params =
@@ -132,19 +152,20 @@ defmodule ZarrBridge.Array do
       |> base_params()
       |> put_tuple("start", opts[:start])
       |> put_tuple("stop", opts[:stop])
+      |> put_tuple("step", opts[:step])
       |> put_handoff(Keyword.get(opts, :handoff, :auto), expected_bytes(meta, opts))
 
     case call(array, "array.read", params, nil, opts) do
       {:ok, %{"shape" => shape, "dtype" => wire} = result} when is_list(shape) ->
         # Fixed-size data comes as "data" (bin); variable-length as "values".
-        data = plain_data(Map.get(result, "data") || Map.get(result, "values"))
+        data = Options.plain(Map.get(result, "data") || Map.get(result, "values"))
 
         with {:ok, dtype} <- Dtype.from_wire(wire) do
           NDArray.new(data, List.to_tuple(shape), dtype)
         end
 
       {:ok, other} ->
-        unexpected(other)
+        Options.unexpected(other)
 
       {:error, %Error{}} = error ->
         error
@@ -153,19 +174,22 @@ defmodule ZarrBridge.Array do
 
   @doc "Like `read/2`, but raises `ZarrBridge.Error`."
   @spec read!(t, keyword) :: NDArray.t()
-  def read!(array, opts \\ []), do: bang(read(array, opts))
+  def read!(array, opts \\ []), do: Options.bang(read(array, opts))
 
   @doc """
   Writes an NDArray, or raw bytes, into the array at `start:`.
 
     * With a `ZarrBridge.NDArray`, its shape is the shape written; its dtype
       must be the array's (`:invalid_params` otherwise). `stop:`, if given,
-      must agree (`:data_size_mismatch`).
+      must agree (`:data_size_mismatch`). For `:string` and `:bytes` its data
+      is a list of binaries (sent as the request's `values`).
     * With a binary (little-endian, C-order), `stop:` gives the shape; with
       no `stop:` the binary must fill the whole array.
 
   Data larger than 256 KiB is uploaded to the sidecar as a stream, smaller
-  data travels in the request.
+  data travels in the request. Variable-length values always travel in the
+  request, so one write of them is limited by the sidecar's frame size
+  (64 MiB by default): write large string arrays in slices.
 
   Options: `start:` (default: the origin), `stop:`, `server:`, `timeout:`.
   """
@@ -173,7 +197,7 @@ defmodule ZarrBridge.Array do
   def write(array, data, opts \\ [])
 
   def write(%__MODULE__{} = array, %NDArray{} = nd, opts) do
-    check_opts!(opts, [:start, :stop | @common])
+    Options.check!(opts, [:start, :stop | @common])
 
     with :ok <- check_dtype(nd, array.metadata.dtype),
          {:ok, start} <- start(opts, tuple_size(nd.shape)),
@@ -183,7 +207,7 @@ defmodule ZarrBridge.Array do
   end
 
   def write(%__MODULE__{} = array, data, opts) when is_binary(data) do
-    check_opts!(opts, [:start, :stop | @common])
+    Options.check!(opts, [:start, :stop | @common])
     meta = array.metadata
     rank = tuple_size(meta.shape)
 
@@ -196,7 +220,161 @@ defmodule ZarrBridge.Array do
 
   @doc "Like `write/3`, but raises `ZarrBridge.Error`."
   @spec write!(t, NDArray.t() | binary, keyword) :: :ok
-  def write!(array, data, opts \\ []), do: bang(write(array, data, opts))
+  def write!(array, data, opts \\ []), do: Options.bang(write(array, data, opts))
+
+  @doc """
+  Changes the array's shape to `new_shape` (same rank) and returns the array
+  with its new metadata, as zarr-python's `resize`: growing leaves the new
+  region at the fill value, shrinking drops the chunks wholly outside.
+
+      {:ok, array} = ZarrBridge.Array.resize(array, {200, 100})
+
+  Options: `server:`, `timeout:`. Errors: `:read_only`, `:invalid_params`
+  (a shape of another rank), `:not_found`.
+  """
+  @spec resize(t, tuple, keyword) :: {:ok, t} | {:error, Error.t()}
+  def resize(%__MODULE__{} = array, new_shape, opts \\ []) do
+    Options.check!(opts, @common)
+    shape = shape!(new_shape, "new_shape")
+
+    params =
+      array
+      |> base_params()
+      |> Map.merge(%{"mode" => write_mode(array), "shape" => shape})
+
+    metadata_result(array, call(array, "array.resize", params, nil, opts))
+  end
+
+  @doc "Like `resize/3`, but raises `ZarrBridge.Error`."
+  @spec resize!(t, tuple, keyword) :: t
+  def resize!(array, new_shape, opts \\ []), do: Options.bang(resize(array, new_shape, opts))
+
+  @doc """
+  Appends `data` along `axis:` (default 0) and returns the array with its
+  new metadata, as zarr-python's `append`: the array grows by the data's
+  length on that axis, and every other dimension of the data must equal
+  the array's.
+
+      {:ok, array} = ZarrBridge.Array.append(array, NDArray.from_list!(rows, {10, 100}, :float64))
+      {:ok, array} = ZarrBridge.Array.append(array, {{1, 2}, {3, 4}}, axis: 1)
+
+  `data` is a `ZarrBridge.NDArray` of the array's dtype, or nested tuples
+  or lists (as for `set_slice/3`).
+
+  Options: `axis:`, `server:`, `timeout:`. Errors: `:read_only`,
+  `:data_size_mismatch` or `:invalid_selection` (shapes that do not fit),
+  `:invalid_params`.
+  """
+  @spec append(t, NDArray.t() | term, keyword) :: {:ok, t} | {:error, Error.t()}
+  def append(%__MODULE__{} = array, data, opts \\ []) do
+    Options.check!(opts, [:axis | @common])
+    axis = Keyword.get(opts, :axis, 0)
+
+    if not (is_integer(axis) and axis >= 0),
+      do: raise(ArgumentError, "axis must be a non-negative integer, got: #{inspect(axis)}")
+
+    with {:ok, nd} <- to_ndarray(data, array.metadata.dtype),
+         :ok <- check_dtype(nd, array.metadata.dtype) do
+      params =
+        array
+        |> base_params()
+        |> Map.merge(%{
+          "mode" => write_mode(array),
+          "axis" => axis,
+          "shape" => Tuple.to_list(nd.shape)
+        })
+
+      metadata_result(array, call(array, "array.append", params, nd.data, opts))
+    end
+  end
+
+  @doc "Like `append/3`, but raises `ZarrBridge.Error`."
+  @spec append!(t, NDArray.t() | term, keyword) :: t
+  def append!(array, data, opts \\ []), do: Options.bang(append(array, data, opts))
+
+  @doc """
+  The keys of the chunks (for a sharded array: the shards) stored for the
+  array, relative to the array and sorted, e.g. `["c/0/0", "c/0/1"]` (v3)
+  or `["0.0", "0.1"]` (v2). Chunks never written, or deleted because they
+  held only the fill value, are not listed.
+
+  Options: `server:`, `timeout:`.
+  """
+  @spec chunk_keys(t, keyword) :: {:ok, [String.t()]} | {:error, Error.t()}
+  def chunk_keys(%__MODULE__{} = array, opts \\ []) do
+    Options.check!(opts, @common)
+
+    case call(array, "array.chunk_keys", base_params(array), nil, opts) do
+      {:ok, %{"keys" => keys}} when is_list(keys) -> {:ok, keys}
+      {:ok, other} -> Options.unexpected(other)
+      {:error, %Error{}} = error -> error
+    end
+  end
+
+  @doc "Like `chunk_keys/2`, but raises `ZarrBridge.Error`."
+  @spec chunk_keys!(t, keyword) :: [String.t()]
+  def chunk_keys!(array, opts \\ []), do: Options.bang(chunk_keys(array, opts))
+
+  @doc """
+  The raw stored bytes of one chunk (or shard): encoded, exactly as in the
+  store. `key_or_coords` is a key from `chunk_keys/2`, or the chunk's grid
+  coordinates as a tuple (`{0, 1}`), turned into a key by the array's chunk
+  key encoding (`ZarrBridge.Metadata.chunk_key/2`).
+
+  Options: `server:`, `timeout:`. Errors: `:not_found` (no such chunk
+  stored), `:forbidden_path` (a key that leaves the array).
+  """
+  @spec read_chunk_raw(t, String.t() | tuple, keyword) :: {:ok, binary} | {:error, Error.t()}
+  def read_chunk_raw(%__MODULE__{} = array, key_or_coords, opts \\ []) do
+    Options.check!(opts, @common)
+
+    with {:ok, key} <- chunk_key(array, key_or_coords) do
+      params = array |> base_params() |> Map.put("key", key)
+
+      case call(array, "array.read_chunk_raw", params, nil, opts) do
+        {:ok, %{"data" => {:bin, data}}} -> {:ok, data}
+        {:ok, other} -> Options.unexpected(other)
+        {:error, %Error{}} = error -> error
+      end
+    end
+  end
+
+  @doc "Like `read_chunk_raw/3`, but raises `ZarrBridge.Error`."
+  @spec read_chunk_raw!(t, String.t() | tuple, keyword) :: binary
+  def read_chunk_raw!(array, key_or_coords, opts \\ []),
+    do: Options.bang(read_chunk_raw(array, key_or_coords, opts))
+
+  @doc """
+  Stores `data` as the raw bytes of one chunk (or shard), atomically and
+  without decoding or checking it: it must be what the array's codecs
+  produce. `key_or_coords` is as for `read_chunk_raw/3`. Data larger than
+  256 KiB is uploaded as a stream.
+
+  Options: `server:`, `timeout:`. Errors: `:read_only`, `:forbidden_path`.
+  """
+  @spec write_chunk_raw(t, String.t() | tuple, binary, keyword) :: :ok | {:error, Error.t()}
+  def write_chunk_raw(%__MODULE__{} = array, key_or_coords, data, opts \\ [])
+      when is_binary(data) do
+    Options.check!(opts, @common)
+
+    with {:ok, key} <- chunk_key(array, key_or_coords) do
+      params =
+        array
+        |> base_params()
+        |> Map.merge(%{"mode" => write_mode(array), "key" => key})
+
+      case call(array, "array.write_chunk_raw", params, data, opts) do
+        {:ok, %{}} -> :ok
+        {:ok, other} -> Options.unexpected(other)
+        {:error, %Error{}} = error -> error
+      end
+    end
+  end
+
+  @doc "Like `write_chunk_raw/4`, but raises `ZarrBridge.Error`."
+  @spec write_chunk_raw!(t, String.t() | tuple, binary, keyword) :: :ok
+  def write_chunk_raw!(array, key_or_coords, data, opts \\ []),
+    do: Options.bang(write_chunk_raw(array, key_or_coords, data, opts))
 
   @doc """
   Replaces the array's user attributes with `attributes` (a JSON-like map;
@@ -214,7 +392,7 @@ defmodule ZarrBridge.Array do
   @doc "Like `put_attributes/3`, but raises `ZarrBridge.Error`."
   @spec put_attributes!(t, map, keyword) :: :ok
   def put_attributes!(array, attributes, opts \\ []),
-    do: bang(put_attributes(array, attributes, opts))
+    do: Options.bang(put_attributes(array, attributes, opts))
 
   @doc """
   Merges `attributes` into the array's user attributes (top-level keys are
@@ -227,7 +405,7 @@ defmodule ZarrBridge.Array do
   @doc "Like `update_attributes/3`, but raises `ZarrBridge.Error`."
   @spec update_attributes!(t, map, keyword) :: :ok
   def update_attributes!(array, attributes, opts \\ []),
-    do: bang(update_attributes(array, attributes, opts))
+    do: Options.bang(update_attributes(array, attributes, opts))
 
   @doc """
   Reads the array's current user attributes from the store.
@@ -235,18 +413,18 @@ defmodule ZarrBridge.Array do
   """
   @spec get_attributes(t, keyword) :: {:ok, map} | {:error, Error.t()}
   def get_attributes(%__MODULE__{} = array, opts \\ []) do
-    check_opts!(opts, @common)
+    Options.check!(opts, @common)
 
     case call(array, "array.get_attributes", base_params(array), nil, opts) do
-      {:ok, %{"attributes" => %{} = attributes}} -> {:ok, plain_data(attributes)}
-      {:ok, other} -> unexpected(other)
+      {:ok, %{"attributes" => %{} = attributes}} -> {:ok, Options.plain(attributes)}
+      {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
     end
   end
 
   @doc "Like `get_attributes/2`, but raises `ZarrBridge.Error`."
   @spec get_attributes!(t, keyword) :: map
-  def get_attributes!(array, opts \\ []), do: bang(get_attributes(array, opts))
+  def get_attributes!(array, opts \\ []), do: Options.bang(get_attributes(array, opts))
 
   @doc """
   Takes a new metadata snapshot (shape, attributes, …) from the store and
@@ -255,29 +433,32 @@ defmodule ZarrBridge.Array do
   """
   @spec refresh(t, keyword) :: {:ok, t} | {:error, Error.t()}
   def refresh(%__MODULE__{} = array, opts \\ []) do
-    check_opts!(opts, @common)
+    Options.check!(opts, @common)
     params = array |> base_params() |> Map.put("mode", "r")
+    metadata_result(array, call(array, "array.open", params, nil, opts))
+  end
 
-    case call(array, "array.open", params, nil, opts) do
+  @doc "Like `refresh/2`, but raises `ZarrBridge.Error`."
+  @spec refresh!(t, keyword) :: t
+  def refresh!(array, opts \\ []), do: Options.bang(refresh(array, opts))
+
+  # ------------------------------------------------------------------
+
+  defp metadata_result(array, result) do
+    case result do
       {:ok, %{"metadata" => wire}} ->
         with {:ok, meta} <- Metadata.from_wire(wire), do: {:ok, %{array | metadata: meta}}
 
       {:ok, other} ->
-        unexpected(other)
+        Options.unexpected(other)
 
       {:error, %Error{}} = error ->
         error
     end
   end
 
-  @doc "Like `refresh/2`, but raises `ZarrBridge.Error`."
-  @spec refresh!(t, keyword) :: t
-  def refresh!(array, opts \\ []), do: bang(refresh(array, opts))
-
-  # ------------------------------------------------------------------
-
   defp attributes_call(array, method, attributes, opts) do
-    check_opts!(opts, @common)
+    Options.check!(opts, @common)
 
     params =
       array
@@ -286,18 +467,9 @@ defmodule ZarrBridge.Array do
 
     case call(array, method, params, nil, opts) do
       {:ok, %{"attributes" => _}} -> :ok
-      {:ok, other} -> unexpected(other)
+      {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
     end
-  end
-
-  defp write_nd(_array, %NDArray{data: data, dtype: dtype}, _start, _opts) when is_list(data) do
-    {:error,
-     %Error{
-       code: :unsupported_dtype,
-       message: "writing #{inspect(dtype)} (variable-length) arrays is not supported",
-       details: %{dtype: dtype}
-     }}
   end
 
   defp write_nd(array, %NDArray{} = nd, start, opts) do
@@ -310,21 +482,73 @@ defmodule ZarrBridge.Array do
         "shape" => Tuple.to_list(nd.shape)
       })
 
-    case call(array, "array.write", params, wire_data(nd), opts) do
+    case call(array, "array.write", params, nd.data, opts) do
       {:ok, %{"bytes" => _}} -> :ok
-      {:ok, other} -> unexpected(other)
+      {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
     end
   end
 
-  defp wire_data(%NDArray{data: data}), do: data
+  defp to_ndarray(%NDArray{} = nd, _dtype), do: {:ok, nd}
+  defp to_ndarray(data, dtype), do: NDArray.from_nested(data, dtype)
+
+  defp chunk_key(_array, key) when is_binary(key), do: {:ok, key}
+
+  defp chunk_key(%__MODULE__{metadata: meta}, coords) when is_tuple(coords) do
+    rank = tuple_size(meta.shape)
+
+    cond do
+      tuple_size(coords) != rank ->
+        {:error,
+         %Error{
+           code: :invalid_selection,
+           message:
+             "chunk coordinates #{inspect(coords)} have rank #{tuple_size(coords)}, " <>
+               "the array has rank #{rank}",
+           details: %{coords: coords, rank: rank}
+         }}
+
+      not Enum.all?(Tuple.to_list(coords), &(is_integer(&1) and &1 >= 0)) ->
+        raise ArgumentError,
+              "chunk coordinates must be non-negative integers, got: #{inspect(coords)}"
+
+      true ->
+        {:ok, Metadata.chunk_key(meta, coords)}
+    end
+  end
+
+  defp chunk_key(_array, other),
+    do:
+      raise(
+        ArgumentError,
+        "a chunk is a key string or a coordinates tuple, got: #{inspect(other)}"
+      )
+
+  defp shape!(shape, name) when is_tuple(shape) do
+    list = Tuple.to_list(shape)
+
+    if Enum.all?(list, &(is_integer(&1) and &1 >= 0)),
+      do: list,
+      else:
+        raise(
+          ArgumentError,
+          "#{name} must be a tuple of non-negative integers, got: #{inspect(shape)}"
+        )
+  end
+
+  defp shape!(other, name),
+    do:
+      raise(
+        ArgumentError,
+        "#{name} must be a tuple of non-negative integers, got: #{inspect(other)}"
+      )
 
   # Writes go with mode "r+" unless the array was opened read-only: the
   # sidecar then answers `read_only`. (Re-sending "w" would re-create it.)
   defp write_mode(%__MODULE__{mode: :r}), do: "r"
   defp write_mode(%__MODULE__{}), do: "r+"
 
-  defp base_params(array), do: %{"store" => array.store, "path" => @node}
+  defp base_params(array), do: %{"store" => array.store, "path" => array.node}
 
   defp put_tuple(params, _key, nil), do: params
 
@@ -350,12 +574,14 @@ defmodule ZarrBridge.Array do
     rank = tuple_size(shape)
     start = opts[:start] || Tuple.duplicate(0, rank)
     stop = opts[:stop] || shape
+    step = opts[:step] || Tuple.duplicate(1, rank)
 
     with n when is_integer(n) <- Dtype.itemsize(dtype),
-         true <- is_tuple(start) and is_tuple(stop),
-         true <- tuple_size(start) == rank and tuple_size(stop) == rank do
-      [Tuple.to_list(start), Tuple.to_list(stop)]
-      |> Enum.zip_with(fn [a, b] -> max(b - a, 0) end)
+         true <- is_tuple(start) and is_tuple(stop) and is_tuple(step),
+         true <- Enum.all?([start, stop, step], &(tuple_size(&1) == rank)),
+         true <- Enum.all?(Tuple.to_list(step), &(is_integer(&1) and &1 > 0)) do
+      [Tuple.to_list(start), Tuple.to_list(stop), Tuple.to_list(step)]
+      |> Enum.zip_with(fn [a, b, s] -> div(max(b - a, 0) + s - 1, s) end)
       |> Enum.reduce(n, &(&1 * &2))
     else
       _ -> nil
@@ -477,12 +703,8 @@ defmodule ZarrBridge.Array do
      }}
   end
 
-  # Results: bins come back as {:bin, data}; str as binaries.
-  defp plain_data({:bin, data}), do: data
-  defp plain_data(list) when is_list(list), do: Enum.map(list, &plain_data/1)
-  defp plain_data(%{} = map), do: Map.new(map, fn {k, v} -> {k, plain_data(v)} end)
-  defp plain_data(other), do: other
-
+  # Fixed-size data is bytes (uploaded as a stream when large); variable-length
+  # data travels as "values": str for :string, bin for :bytes.
   defp call(array, method, params, data, opts) do
     server = Keyword.get(opts, :server, array.server)
     call_opts = Keyword.take(opts, [:timeout])
@@ -491,6 +713,10 @@ defmodule ZarrBridge.Array do
       nil ->
         Sidecar.call(server, method, params, call_opts)
 
+      values when is_list(values) ->
+        wire = if array.metadata.dtype == :bytes, do: Enum.map(values, &{:bin, &1}), else: values
+        Sidecar.call(server, method, Map.put(params, "values", wire), call_opts)
+
       data when byte_size(data) > @inline_limit ->
         Sidecar.call(server, method, params, [{:upload, data} | call_opts])
 
@@ -498,30 +724,4 @@ defmodule ZarrBridge.Array do
         Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)
     end
   end
-
-  defp unexpected(result) do
-    {:error,
-     %Error{
-       code: :invalid_message,
-       message: "unexpected result from the sidecar: #{inspect(result, limit: 10)}",
-       details: %{result: result}
-     }}
-  end
-
-  defp check_opts!(opts, allowed) do
-    if not Keyword.keyword?(opts),
-      do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
-
-    case Enum.uniq(Keyword.keys(opts)) -- allowed do
-      [] ->
-        :ok
-
-      unknown ->
-        raise ArgumentError, "unknown options #{inspect(unknown)}; known: #{inspect(allowed)}"
-    end
-  end
-
-  defp bang(:ok), do: :ok
-  defp bang({:ok, value}), do: value
-  defp bang({:error, %Error{} = error}), do: raise(error)
 end

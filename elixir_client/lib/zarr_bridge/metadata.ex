@@ -20,9 +20,13 @@ defmodule ZarrBridge.Metadata do
     * `codecs` - v3 only: the full codec list as JSON maps with string keys
       (`nil` for v2);
     * `fill_value` - an element value of the dtype: NaN and the infinities as
-      `:nan`, `:infinity`, `:neg_infinity`, complex as `{re, im}`;
+      `:nan`, `:infinity`, `:neg_infinity`, complex as `{re, im}`, NaT as
+      `-9223372036854775808`, a structured record as a map of field values;
     * `order` - `"C"` or `"F"`;
     * `dimension_separator` - `"."`, `"/"` or `nil`;
+    * `chunk_key_encoding` - how chunk coordinates become store keys:
+      `{:default, sep}` (v3's default: `c/0/1`) or `{:v2, sep}` (`0.1`, as
+      in every v2 array); see `chunk_key/2`;
     * `dimension_names` - v3: a list of names (`nil` entries allowed) or `nil`;
     * `attributes` - the user attributes, a map with string keys.
 
@@ -30,7 +34,7 @@ defmodule ZarrBridge.Metadata do
   created; see `ZarrBridge.Array.refresh/2`.
   """
 
-  alias ZarrBridge.{CodecSpec, Dtype, Error}
+  alias ZarrBridge.{CodecSpec, Dtype, Error, NDArray}
 
   defstruct [
     :zarr_format,
@@ -41,6 +45,7 @@ defmodule ZarrBridge.Metadata do
     :fill_value,
     :order,
     :dimension_separator,
+    :chunk_key_encoding,
     :dimension_names,
     :shards,
     :filters,
@@ -61,6 +66,7 @@ defmodule ZarrBridge.Metadata do
           fill_value: term,
           order: String.t(),
           dimension_separator: String.t() | nil,
+          chunk_key_encoding: {:default | :v2, String.t()},
           dimension_names: [String.t() | nil] | nil,
           attributes: map,
           shards: tuple | nil
@@ -98,6 +104,7 @@ defmodule ZarrBridge.Metadata do
          fill_value: fill_value(Map.get(meta, "fill_value"), dtype),
          order: Map.get(meta, "order") || "C",
          dimension_separator: Map.get(meta, "dimension_separator"),
+         chunk_key_encoding: chunk_key_encoding(meta, format),
          dimension_names: Map.get(meta, "dimension_names"),
          attributes: plain(Map.get(meta, "attributes")) || %{}
        }}
@@ -113,6 +120,78 @@ defmodule ZarrBridge.Metadata do
      }}
   end
 
+  @doc """
+  The store key of the chunk (or, for a sharded array, the shard) at grid
+  coordinates `coords`, relative to the array, by the array's chunk key
+  encoding: `{0, 1}` is `"c/0/1"` for v3's default encoding and `"0.1"` for
+  v2's. A 0-d array's one chunk is `"c"` or `"0"`.
+  """
+  @spec chunk_key(t, tuple) :: String.t()
+  def chunk_key(%__MODULE__{chunk_key_encoding: {name, sep}}, coords) when is_tuple(coords) do
+    parts = Enum.map(Tuple.to_list(coords), &Integer.to_string/1)
+
+    case {name, parts} do
+      {:default, parts} -> Enum.join(["c" | parts], sep)
+      {:v2, []} -> "0"
+      {:v2, parts} -> Enum.join(parts, sep)
+    end
+  end
+
+  @doc """
+  A fill value as it travels on the wire for `dtype` (PROTOCOL.md §7):
+  `{re, im}` becomes `[re, im]`, fixed and variable-length bytes travel as
+  msgpack bin, and a structured record (a map of field values) as its packed
+  little-endian record bytes (bin).
+  """
+  @spec fill_value_to_wire(term, Dtype.t()) :: {:ok, term} | {:error, Error.t()}
+  def fill_value_to_wire(value, dtype) do
+    {:ok, to_wire(value, dtype)}
+  catch
+    {:bad_fill, value} ->
+      {:error,
+       %Error{
+         code: :invalid_params,
+         message: "fill_value #{inspect(value, limit: 5)} does not fit dtype #{inspect(dtype)}",
+         details: %{param: "fill_value", value: value, dtype: dtype}
+       }}
+  end
+
+  defp to_wire(nil, _dtype), do: nil
+  defp to_wire({re, im}, dtype) when dtype in [:complex64, :complex128], do: [re, im]
+  defp to_wire(value, :bytes) when is_binary(value), do: {:bin, value}
+  defp to_wire(value, {:fixed_bytes, _}) when is_binary(value), do: {:bin, value}
+
+  defp to_wire(%{} = record, [_ | _] = fields) do
+    case NDArray.from_list([record], {}, fields) do
+      {:ok, %NDArray{data: bytes}} -> {:bin, bytes}
+      {:error, _} -> throw({:bad_fill, record})
+    end
+  end
+
+  defp to_wire(value, [_ | _]), do: throw({:bad_fill, value})
+  defp to_wire(value, _dtype), do: value
+
+  # The wire metadata names the encoding when the sidecar knows it; without
+  # it, a v2 array uses v2 keys and a v3 array the default encoding.
+  defp chunk_key_encoding(meta, format) do
+    sep = Map.get(meta, "dimension_separator")
+
+    case Map.get(meta, "chunk_key_encoding") do
+      %{"name" => name} = cke when name in ["default", "v2"] ->
+        atom = if name == "v2", do: :v2, else: :default
+        {atom, Map.get(cke, "separator") || sep || default_sep(name)}
+
+      _ when format == 2 ->
+        {:v2, sep || "."}
+
+      _ ->
+        {:default, sep || "/"}
+    end
+  end
+
+  defp default_sep("default"), do: "/"
+  defp default_sep("v2"), do: "."
+
   defp tuple_or_nil(list) when is_list(list), do: List.to_tuple(list)
   defp tuple_or_nil(_), do: nil
 
@@ -122,8 +201,18 @@ defmodule ZarrBridge.Metadata do
 
   defp filters(_), do: nil
 
-  defp fill_value([re, im], dtype) when dtype in [:complex64, :complex128], do: {re, im}
-  defp fill_value(value, _dtype), do: plain(value)
+  @doc false
+  # A wire element (fill value) as the Elixir element of `dtype`.
+  @spec fill_value(term, Dtype.t()) :: term
+  def fill_value([re, im], dtype) when dtype in [:complex64, :complex128], do: {re, im}
+
+  def fill_value({:bin, record}, [_ | _] = fields) do
+    if byte_size(record) == Dtype.itemsize(fields),
+      do: hd(NDArray.decode(record, fields)),
+      else: record
+  end
+
+  def fill_value(value, _dtype), do: plain(value)
 
   # Bins (for bytes dtypes) come back as {:bin, data}.
   defp plain({:bin, data}), do: data

@@ -89,6 +89,8 @@ defmodule ZarrBridge.Sidecar do
     :workers,
     :env,
     :max_frame_bytes,
+    :max_request_bytes,
+    :max_in_flight,
     :call_timeout,
     :allowed_roots,
     :allow_pickle,
@@ -105,6 +107,8 @@ defmodule ZarrBridge.Sidecar do
           | {:workers, pos_integer}
           | {:env, [{String.t(), String.t() | nil}]}
           | {:max_frame_bytes, pos_integer}
+          | {:max_request_bytes, pos_integer}
+          | {:max_in_flight, pos_integer}
           | {:call_timeout, timeout}
           | {:allowed_roots, [Path.t()]}
           | {:allow_pickle, boolean}
@@ -148,6 +152,13 @@ defmodule ZarrBridge.Sidecar do
     * `:max_frame_bytes` - the largest request frame this client sends;
       bigger requests fail with `:frame_too_large` before anything is sent.
       Defaults to the limit the sidecar reports in `hello`.
+    * `:max_request_bytes` - the most bytes one request may read, write or
+      upload (`--max-request-bytes`; the sidecar's default is 16 GiB). A
+      request over it fails with `:too_large` before any work is done; an
+      upload over it is refused by this client before a byte is sent.
+    * `:max_in_flight` - the requests the sidecar accepts at once
+      (`--max-in-flight`; default 10 000). Beyond it a call fails at once
+      with `:overloaded`.
     * `:call_timeout` - the default deadline of `call/4`, in milliseconds
       (default `#{@default_call_timeout}`).
     * `:allowed_roots` - directories the sidecar may open stores in
@@ -248,10 +259,12 @@ defmodule ZarrBridge.Sidecar do
     timeout = timeout || :persistent_term.get({__MODULE__, pid}, @default_call_timeout)
     deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
 
+    upload_bytes = if upload == nil, do: nil, else: upload_size(upload)
+
     params =
-      case upload do
+      case upload_bytes do
         nil -> params
-        data -> Map.put(params, "stream", %{"bytes" => upload_size(data)})
+        n -> Map.put(params, "stream", %{"bytes" => n})
       end
 
     # The caller encodes its own request, so the sidecar process only adds
@@ -260,7 +273,7 @@ defmodule ZarrBridge.Sidecar do
          {:ok, params_iodata} <- Msgpack.encode(params) do
       body = [method_iodata | params_iodata]
       ref = :erlang.monitor(:process, pid, alias: :demonitor)
-      GenServer.cast(pid, {:call, ref, body, IO.iodata_length(body), upload != nil})
+      GenServer.cast(pid, {:call, ref, body, IO.iodata_length(body), upload_bytes})
       await(pid, ref, deadline, timeout, upload)
     else
       {:error, reason} ->
@@ -282,9 +295,16 @@ defmodule ZarrBridge.Sidecar do
   defp await(pid, ref, deadline, timeout, upload) do
     receive do
       {^ref, {:upload, id, port, piece_bytes}} ->
-        case send_upload(port, id, upload, piece_bytes, deadline) do
-          :ok -> await(pid, ref, deadline, timeout, nil)
-          :timeout -> give_up(pid, ref, timeout)
+        case send_upload(port, id, upload, piece_bytes, deadline, ref) do
+          :ok ->
+            await(pid, ref, deadline, timeout, nil)
+
+          :timeout ->
+            give_up(pid, ref, timeout)
+
+          {:replied, reply} ->
+            Process.demonitor(ref, [:flush])
+            finish(reply)
         end
 
       {^ref, reply} ->
@@ -338,39 +358,48 @@ defmodule ZarrBridge.Sidecar do
   # Writes the upload to the Port as stream.data frames of at most
   # piece_bytes each. Pieces are sub-binaries of the caller's data: nothing
   # is copied here.
-  defp send_upload(port, id, data, piece_bytes, deadline) do
+  # The upload stops early when the reply arrives meanwhile (the sidecar
+  # refused the request, or died): the rest would only be dropped.
+  defp send_upload(port, id, data, piece_bytes, deadline, ref) do
     data
     |> :erlang.iolist_to_iovec()
-    |> send_pieces(port, id, piece_bytes, deadline, [], 0)
+    |> send_pieces({port, id, ref}, piece_bytes, deadline, [], 0)
   catch
     # The port closed under us: the sidecar died, and the process reports
     # :sidecar_exited to this caller.
     :error, :badarg -> :ok
+    {:replied, reply} -> {:replied, reply}
   end
 
-  defp send_pieces([], _port, _id, _max, _deadline, [], _size), do: :ok
+  defp send_pieces([], _to, _max, _deadline, [], _size), do: :ok
 
-  defp send_pieces([], port, id, _max, deadline, acc, _size),
-    do: send_piece(port, id, acc, deadline)
+  defp send_pieces([], to, _max, deadline, acc, _size),
+    do: send_piece(to, acc, deadline)
 
-  defp send_pieces([bin | rest], port, id, max, deadline, acc, size) do
+  defp send_pieces([bin | rest], to, max, deadline, acc, size) do
     room = max - size
 
     case byte_size(bin) do
       n when n < room ->
-        send_pieces(rest, port, id, max, deadline, [bin | acc], size + n)
+        send_pieces(rest, to, max, deadline, [bin | acc], size + n)
 
       n ->
         head = binary_part(bin, 0, room)
         rest = if n == room, do: rest, else: [binary_part(bin, room, n - room) | rest]
 
-        with :ok <- send_piece(port, id, [head | acc], deadline) do
-          send_pieces(rest, port, id, max, deadline, [], 0)
+        with :ok <- send_piece(to, [head | acc], deadline) do
+          send_pieces(rest, to, max, deadline, [], 0)
         end
     end
   end
 
-  defp send_piece(port, id, reversed_parts, deadline) do
+  defp send_piece({port, id, ref}, reversed_parts, deadline) do
+    receive do
+      {^ref, reply} when elem(reply, 0) != :upload -> throw({:replied, reply})
+    after
+      0 -> :ok
+    end
+
     if deadline != :infinity and now_ms() > deadline do
       :timeout
     else
@@ -424,6 +453,8 @@ defmodule ZarrBridge.Sidecar do
       workers: nil,
       env: [],
       max_frame_bytes: nil,
+      max_request_bytes: nil,
+      max_in_flight: nil,
       call_timeout: @default_call_timeout,
       allowed_roots: [],
       allow_pickle: false,
@@ -451,6 +482,10 @@ defmodule ZarrBridge.Sidecar do
   defp validate_option!(:workers, nil), do: nil
   defp validate_option!(:max_frame_bytes, n) when is_integer(n) and n > 0, do: n
   defp validate_option!(:max_frame_bytes, nil), do: nil
+  defp validate_option!(:max_request_bytes, n) when is_integer(n) and n > 0, do: n
+  defp validate_option!(:max_request_bytes, nil), do: nil
+  defp validate_option!(:max_in_flight, n) when is_integer(n) and n > 0, do: n
+  defp validate_option!(:max_in_flight, nil), do: nil
   defp validate_option!(:call_timeout, :infinity), do: :infinity
   defp validate_option!(:call_timeout, n) when is_integer(n) and n >= 0, do: n
   defp validate_option!(:allow_pickle, flag) when is_boolean(flag), do: flag
@@ -492,6 +527,8 @@ defmodule ZarrBridge.Sidecar do
         :python -> "a path to an executable"
         :workers -> "a positive integer"
         :max_frame_bytes -> "a positive integer"
+        :max_request_bytes -> "a positive integer"
+        :max_in_flight -> "a positive integer"
         :call_timeout -> "a non-negative integer or :infinity"
         :allow_pickle -> "a boolean"
         :env -> "a list of {name, value} string pairs"
@@ -559,6 +596,8 @@ defmodule ZarrBridge.Sidecar do
     :hello,
     :max_frame_bytes,
     :stream_frame_bytes,
+    # the sidecar's max_request_bytes (nil when it reports none)
+    :max_request_bytes,
     # {reason, text} of the last failure, for :sidecar_unavailable errors
     :last_error,
     :retry_at,
@@ -570,7 +609,8 @@ defmodule ZarrBridge.Sidecar do
     pending: %{},
     # alias => id, to cancel
     refs: %{},
-    # calls that arrived while starting, newest first: {alias, body, size, upload?}
+    # calls that arrived while starting, newest first: {alias, body, size, upload}
+    # (upload: the upload's size, or nil)
     queue: [],
     # GenServer.from of info/2 callers waiting for hello
     info_waiters: []
@@ -589,13 +629,13 @@ defmodule ZarrBridge.Sidecar do
   def handle_continue(:start, state), do: {:noreply, start_sidecar(state)}
 
   @impl true
-  def handle_cast({:call, ref, body, size, upload?}, state) do
+  def handle_cast({:call, ref, body, size, upload}, state) do
     case state.phase do
       :ready ->
-        {:noreply, send_request(state, ref, body, size, upload?)}
+        {:noreply, send_request(state, ref, body, size, upload)}
 
       :starting ->
-        {:noreply, %{state | queue: [{ref, body, size, upload?} | state.queue]}}
+        {:noreply, %{state | queue: [{ref, body, size, upload} | state.queue]}}
 
       :waiting ->
         reply(ref, {:error, unavailable_error(state)})
@@ -710,6 +750,8 @@ defmodule ZarrBridge.Sidecar do
     args =
       ["-m", "pybridge"] ++
         if(config.workers, do: ["--workers", Integer.to_string(config.workers)], else: []) ++
+        integer_arg("--max-request-bytes", config.max_request_bytes) ++
+        integer_arg("--max-in-flight", config.max_in_flight) ++
         Enum.flat_map(config.allowed_roots, &["--allowed-root", &1]) ++
         if(config.allow_pickle, do: ["--allow-pickle"], else: []) ++
         config.args
@@ -753,6 +795,9 @@ defmodule ZarrBridge.Sidecar do
     end
   end
 
+  defp integer_arg(_flag, nil), do: []
+  defp integer_arg(flag, n), do: [flag, Integer.to_string(n)]
+
   defp hello_done(state, {:ok, %{"protocol" => version} = hello}) when is_binary(version) do
     case String.split(version, ".") do
       [@protocol_major | _] ->
@@ -795,15 +840,16 @@ defmodule ZarrBridge.Sidecar do
         max_frame_bytes:
           state.config.max_frame_bytes ||
             positive(limits["max_frame_bytes"], @default_max_frame_bytes),
-        stream_frame_bytes: positive(limits["stream_frame_bytes"], @default_stream_frame_bytes)
+        stream_frame_bytes: positive(limits["stream_frame_bytes"], @default_stream_frame_bytes),
+        max_request_bytes: positive(limits["max_request_bytes"], nil)
     }
 
     Enum.each(state.info_waiters, &GenServer.reply(&1, {:ok, hello}))
 
     state.queue
     |> Enum.reverse()
-    |> Enum.reduce(%{state | queue: [], info_waiters: []}, fn {ref, body, size, upload?}, acc ->
-      send_request(acc, ref, body, size, upload?)
+    |> Enum.reduce(%{state | queue: [], info_waiters: []}, fn {ref, body, size, upload}, acc ->
+      send_request(acc, ref, body, size, upload)
     end)
   end
 
@@ -908,40 +954,60 @@ defmodule ZarrBridge.Sidecar do
 
   ## Requests and replies
 
-  defp send_request(state, ref, body, size, upload?) do
+  defp send_request(state, ref, body, size, upload) do
     {id, state} = next_id(state)
     header = [<<0x94, 0>> | Msgpack.encode!(id)]
     frame_size = IO.iodata_length(header) + size
+    request_limit = state.max_request_bytes
 
-    if frame_size > state.max_frame_bytes do
-      reply(
-        ref,
-        {:error,
-         %Error{
-           code: :frame_too_large,
-           message:
-             "the request frame is #{frame_size} bytes, over the limit of " <>
-               "#{state.max_frame_bytes}; send large payloads with the :upload option",
-           details: %{bytes: frame_size, limit: state.max_frame_bytes}
-         }}
-      )
+    cond do
+      frame_size > state.max_frame_bytes ->
+        reply(
+          ref,
+          {:error,
+           %Error{
+             code: :frame_too_large,
+             message:
+               "the request frame is #{frame_size} bytes, over the limit of " <>
+                 "#{state.max_frame_bytes}; send large payloads with the :upload option",
+             details: %{bytes: frame_size, limit: state.max_frame_bytes}
+           }}
+        )
 
-      state
-    else
-      # A closed port raises; the exit message that follows fails the call.
-      try do
-        Port.command(state.port, [header | body])
-      catch
-        :error, :badarg -> :ok
-      end
-
-      if upload?, do: send(ref, {ref, {:upload, id, state.port, state.stream_frame_bytes}})
-
-      %{
         state
-        | pending: Map.put(state.pending, id, {ref, [], 0, 0}),
-          refs: Map.put(state.refs, ref, id)
-      }
+
+      # Refused here, so that a huge upload is not sent only to be dropped.
+      upload != nil and request_limit != nil and upload > request_limit ->
+        reply(
+          ref,
+          {:error,
+           %Error{
+             code: :too_large,
+             message:
+               "an upload of #{upload} bytes is over the sidecar's per-request limit of " <>
+                 "#{request_limit} bytes (the :max_request_bytes option)",
+             details: %{bytes: upload, limit: request_limit}
+           }}
+        )
+
+        state
+
+      true ->
+        # A closed port raises; the exit message that follows fails the call.
+        try do
+          Port.command(state.port, [header | body])
+        catch
+          :error, :badarg -> :ok
+        end
+
+        if upload != nil,
+          do: send(ref, {ref, {:upload, id, state.port, state.stream_frame_bytes}})
+
+        %{
+          state
+          | pending: Map.put(state.pending, id, {ref, [], 0, 0}),
+            refs: Map.put(state.refs, ref, id)
+        }
     end
   end
 

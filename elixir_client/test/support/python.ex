@@ -92,4 +92,73 @@ defmodule ZarrBridge.Test.Python do
       File.rm(stderr)
     end
   end
+
+  @doc """
+  Python source to put before a test's script: imports, warnings off, and
+  helpers shared by the interop tests:
+
+    * `dump(a)` - an array's values as bytes, comparable with `dump/1` on
+      the Elixir side: the little-endian C-order bytes for fixed-size
+      dtypes, and for variable-length ones each element as a 4-byte
+      little-endian length and its bytes (UTF-8 for str);
+    * `sha(b)` - the SHA-256 hex digest of bytes;
+    * `zdtype(wire)` - the dtype to give zarr-python for a wire dtype
+      (`protocol/PROTOCOL.md` §6): a numpy dtype, `str`, or zarr's
+      `VariableLengthBytes()`;
+    * `open_store(kind, path, mode)` - a zarr-python store: a directory
+      path for `"filesystem"`, a `ZipStore` for `"zip"` (close it after
+      writing).
+  """
+  @spec prelude() :: String.t()
+  def prelude do
+    """
+    import sys, os, json, hashlib, warnings
+    warnings.filterwarnings('ignore')
+    import numpy as np, zarr, numcodecs
+    from zarr.storage import ZipStore
+
+    def dump(a):
+        a = np.asarray(a)
+        if a.dtype.kind in 'OT':
+            out = bytearray()
+            for x in a.reshape(-1).tolist():
+                b = x.encode('utf-8') if isinstance(x, str) else bytes(x)
+                out += len(b).to_bytes(4, 'little') + b
+            return bytes(out)
+        return np.ascontiguousarray(a).astype(a.dtype.newbyteorder('<')).tobytes()
+
+    def sha(b):
+        return hashlib.sha256(b).hexdigest()
+
+    def np_dtype(w):
+        if isinstance(w, (list, tuple)):
+            return np.dtype([(n, np_dtype(t)) for n, t in w])
+        if w[0] in 'SU' and w[1:].isdigit():
+            return np.dtype(('<' if w[0] == 'U' else '|') + w)
+        return np.dtype(w)
+
+    def zdtype(w):
+        if w == 'string':
+            return str
+        if w == 'bytes':
+            return zarr.dtype.VariableLengthBytes()
+        return np_dtype(w)
+
+    def open_store(kind, path, mode):
+        if kind == 'zip':
+            return ZipStore(path, mode=mode)
+        return path
+    """
+  end
+
+  @doc """
+  The Elixir side of the prelude's `dump(a)`: an NDArray's data as bytes
+  (fixed-size data as it is; each variable-length element as a 4-byte
+  little-endian length and its bytes).
+  """
+  @spec dump(ZarrBridge.NDArray.t()) :: binary
+  def dump(%ZarrBridge.NDArray{data: data}) when is_binary(data), do: data
+
+  def dump(%ZarrBridge.NDArray{data: values}) when is_list(values),
+    do: IO.iodata_to_binary(for v <- values, do: [<<byte_size(v)::32-little>>, v])
 end

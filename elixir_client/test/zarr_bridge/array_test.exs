@@ -558,7 +558,10 @@ defmodule ZarrBridge.ArrayTest do
             Keyword.delete(base, :shape),
             Keyword.delete(base, :dtype),
             base ++ [bogus: 1],
-            base ++ [storage: :memory],
+            base ++ [storage: :s3],
+            base ++ [node: 1],
+            base ++ [chunk_key_encoding: {:v3, "/"}],
+            base ++ [chunk_key_encoding: {:default, "-"}],
             base ++ [zarr_version: 4],
             base ++ [mode: :x],
             base ++ [order: "Z"],
@@ -788,27 +791,16 @@ defmodule ZarrBridge.ArrayTest do
       assert {:error, %Error{code: :unsupported_dtype}} =
                ZarrBridge.create(path: Path.join(dir, "a"), shape: {2}, dtype: :int128)
 
+      # structured types hold fixed-size fields only
       assert {:error, %Error{code: :unsupported_dtype}} =
-               ZarrBridge.create(path: Path.join(dir, "b"), shape: {2}, dtype: :string)
+               ZarrBridge.create(
+                 path: Path.join(dir, "b"),
+                 shape: {2},
+                 dtype: [{"name", :string}, {"x", :int8}]
+               )
 
-      # a string array made by zarr-python opens, but its data cannot be read
-      path = Path.join(dir, "strings")
-
-      Python.run!(
-        """
-        import sys, zarr
-        z = zarr.create_array(sys.argv[1], shape=(2,), chunks=(2,), dtype=str)
-        z[:] = ['a', 'b']
-        """,
-        [path]
-      )
-
-      {:ok, array} = ZarrBridge.open(path: path)
-      assert array.metadata.dtype == :string
-      assert {:error, %Error{code: :unsupported_dtype}} = Array.read(array)
-
-      assert {:error, %Error{code: :unsupported_dtype}} =
-               Array.write(array, NDArray.from_list!(["x", "y"], {2}, :string))
+      refute File.exists?(Path.join(dir, "a"))
+      refute File.exists?(Path.join(dir, "b"))
     end
 
     test ":codec_unavailable" do
@@ -937,6 +929,499 @@ defmodule ZarrBridge.ArrayTest do
       assert {:error, %Error{}} = ZarrBridge.open(path: dir, server: :no_such_sidecar)
       assert_raise ArgumentError, fn -> Array.read(array, bogus: 1) end
       assert_raise ArgumentError, fn -> Array.read(array, handoff: :maybe) end
+    end
+  end
+
+  # ------------------------------------------------------------------
+  # Array operations: resize, append, raw chunks, steps; every dtype form
+
+  describe "resize and append" do
+    test "resize grows and shrinks in both formats, and zarr-python agrees" do
+      dir = tmp_dir()
+
+      for format <- [2, 3] do
+        path = Path.join(dir, "resize-v#{format}")
+
+        {:ok, array} =
+          ZarrBridge.create(
+            path: path,
+            shape: {4, 4},
+            chunks: {2, 2},
+            dtype: :int32,
+            zarr_version: format
+          )
+
+        :ok = Array.write(array, NDArray.from_list!(Enum.to_list(1..16), {4, 4}, :int32))
+        assert {:ok, grown} = Array.resize(array, {6, 3})
+        assert grown.metadata.shape == {6, 3} and array.metadata.shape == {4, 4}
+
+        assert Array.get_slice(grown) ==
+                 {:ok, {{1, 2, 3}, {5, 6, 7}, {9, 10, 11}, {13, 14, 15}, {0, 0, 0}, {0, 0, 0}}}
+
+        assert {:ok, shrunk} = Array.resize(grown, {1, 1})
+        assert Array.get_slice!(shrunk) == {{1}}
+        assert Array.chunk_keys!(shrunk) == [if(format == 2, do: "0.0", else: "c/0/0")]
+        # growing back shows the fill value where chunks were dropped
+        assert Array.get_slice!(Array.resize!(shrunk, {2, 2})) == {{1, 2}, {5, 6}}
+      end
+
+      out =
+        Python.run!(
+          """
+          import sys, zarr
+          for fmt in (2, 3):
+              z = zarr.open_array(f'{sys.argv[1]}/resize-v{fmt}', mode='r')
+              print(z.shape, z[:].tolist())
+          """,
+          [dir]
+        )
+
+      assert out == "(2, 2) [[1, 2], [5, 6]]\n(2, 2) [[1, 2], [5, 6]]\n"
+    end
+
+    test "append along either axis, from NDArray or nested data, strings too" do
+      dir = tmp_dir()
+
+      for format <- [2, 3] do
+        path = Path.join(dir, "append-v#{format}")
+
+        {:ok, a} =
+          ZarrBridge.create(
+            path: path,
+            shape: {2, 3},
+            chunks: {2, 2},
+            dtype: :float64,
+            zarr_version: format
+          )
+
+        :ok = Array.set_slice(a, {{1.0, 2.0, 3.0}, {4.0, 5.0, 6.0}})
+        assert {:ok, a} = Array.append(a, {{7.0, 8.0, 9.0}})
+        assert a.metadata.shape == {3, 3}
+
+        assert {:ok, a} =
+                 Array.append(a, NDArray.from_list!([0.5, 0.25, :nan], {3, 1}, :float64), axis: 1)
+
+        assert a.metadata.shape == {3, 4}
+
+        assert Array.get_slice(a) ==
+                 {:ok, {{1.0, 2.0, 3.0, 0.5}, {4.0, 5.0, 6.0, 0.25}, {7.0, 8.0, 9.0, :nan}}}
+
+        # shapes that do not fit the other dimensions, and a bad axis
+        assert {:error, %Error{}} = Array.append(a, {{1.0, 2.0}})
+        assert {:error, %Error{}} = Array.append(a, {{1.0, 2.0, 3.0, 4.0}}, axis: 2)
+
+        assert {:error, %Error{code: :invalid_params}} =
+                 Array.append(a, NDArray.from_list!([1, 2, 3, 4], {1, 4}, :int8))
+
+        {:ok, s} =
+          ZarrBridge.create(
+            path: path <> "-str",
+            shape: {2},
+            chunks: {2},
+            dtype: :string,
+            zarr_version: format
+          )
+
+        :ok = Array.set_slice(s, {"a", "b"})
+        assert {:ok, s} = Array.append(s, NDArray.from_list!(["ç", "", "日本"], {3}, :string))
+        assert Array.get_slice(s) == {:ok, {"a", "b", "ç", "", "日本"}}
+      end
+
+      out =
+        Python.run!(
+          """
+          import sys, zarr
+          for fmt in (2, 3):
+              z = zarr.open_array(f'{sys.argv[1]}/append-v{fmt}', mode='r')
+              s = zarr.open_array(f'{sys.argv[1]}/append-v{fmt}-str', mode='r')
+              print(z.shape, z[2, :3].tolist(), z[:2, 3].tolist(), list(s[:]))
+          """,
+          [dir]
+        )
+
+      assert out ==
+               String.duplicate(
+                 "(3, 4) [7.0, 8.0, 9.0] [0.5, 0.25] ['a', 'b', 'ç', '', '日本']\n",
+                 2
+               )
+    end
+
+    test "a read-only array cannot be resized or appended to" do
+      dir = tmp_dir()
+      path = Path.join(dir, "ro")
+      {:ok, _} = ZarrBridge.create(path: path, shape: {2}, dtype: :int8)
+      {:ok, ro} = ZarrBridge.open(path: path, mode: :r)
+      assert {:error, %Error{code: :read_only}} = Array.resize(ro, {4})
+      assert {:error, %Error{code: :read_only}} = Array.append(ro, {1})
+      assert {:error, %Error{code: :read_only}} = Array.write_chunk_raw(ro, "c/0", <<>>)
+      assert_raise ArgumentError, fn -> Array.resize(ro, [4]) end
+      assert_raise ArgumentError, fn -> Array.append(ro, {1}, axis: -1) end
+      assert_raise Error, fn -> Array.resize!(ro, {4}) end
+    end
+  end
+
+  describe "raw chunks" do
+    test "keys by every chunk key encoding; coordinates name the same chunk" do
+      dir = tmp_dir()
+
+      # {format, create options, expected keys of a 4×4 array in 2×2 chunks}
+      encodings = [
+        {2, [], ~w(0.0 0.1 1.0 1.1)},
+        {2, [dimension_separator: "/"], ~w(0/0 0/1 1/0 1/1)},
+        {3, [], ~w(c/0/0 c/0/1 c/1/0 c/1/1)},
+        {3, [chunk_key_encoding: {:default, "."}], ~w(c.0.0 c.0.1 c.1.0 c.1.1)},
+        {3, [chunk_key_encoding: {:v2, "."}], ~w(0.0 0.1 1.0 1.1)},
+        {3, [chunk_key_encoding: {:v2, "/"}], ~w(0/0 0/1 1/0 1/1)},
+        {3, [chunk_key_encoding: :v2], ~w(0.0 0.1 1.0 1.1)}
+      ]
+
+      data = NDArray.from_list!(Enum.to_list(1..16), {4, 4}, :uint16)
+
+      for {{format, opts, keys}, i} <- Enum.with_index(encodings) do
+        path = Path.join(dir, "keys-#{i}")
+        base = [shape: {4, 4}, chunks: {2, 2}, dtype: :uint16, zarr_version: format]
+        {:ok, a} = ZarrBridge.create([path: path] ++ base ++ opts)
+        :ok = Array.write(a, data)
+        assert Array.chunk_keys(a) == {:ok, keys}, inspect(opts)
+
+        for {key, coords} <- Enum.zip(keys, [{0, 0}, {0, 1}, {1, 0}, {1, 1}]) do
+          raw = File.read!(Path.join(path, key))
+          assert ZarrBridge.Metadata.chunk_key(a.metadata, coords) == key
+          assert Array.read_chunk_raw(a, key) == {:ok, raw}
+          assert Array.read_chunk_raw(a, coords) == {:ok, raw}
+        end
+
+        # a copy made chunk by chunk, the raw bytes as they are
+        {:ok, b} = ZarrBridge.create([path: path <> "-copy"] ++ base ++ opts)
+
+        for coords <- [{0, 0}, {0, 1}, {1, 0}, {1, 1}] do
+          assert :ok = Array.write_chunk_raw(b, coords, Array.read_chunk_raw!(a, coords))
+        end
+
+        assert Array.read(b) == {:ok, data}
+      end
+
+      out =
+        Python.run!(
+          """
+          import sys, glob, zarr
+          for path in sorted(glob.glob(sys.argv[1] + '/keys-*-copy')):
+              print(int(zarr.open_array(path, mode='r')[:].sum()))
+          """,
+          [dir]
+        )
+
+      assert out == String.duplicate("136\n", length(encodings))
+    end
+
+    test "missing chunks, fill-only chunks, bad coordinates and keys that are not chunks" do
+      dir = tmp_dir()
+
+      {:ok, a} =
+        ZarrBridge.create(path: Path.join(dir, "m"), shape: {6}, chunks: {2}, dtype: :int8)
+
+      :ok = Array.set_slice(a, {1, 2, 0, 0, 3, 0})
+      # the all-zero chunk is not stored (zarr-python's write_empty_chunks=False)
+      assert Array.chunk_keys(a) == {:ok, ["c/0", "c/2"]}
+      assert {:error, %Error{code: :not_found}} = Array.read_chunk_raw(a, {1})
+      assert {:error, %Error{code: :not_found}} = Array.read_chunk_raw(a, "c/9")
+      assert {:error, %Error{code: :invalid_selection}} = Array.read_chunk_raw(a, {0, 0})
+      # a key must be one of the array's chunk keys: nothing else is reachable
+      assert {:error, %Error{code: :invalid_params}} = Array.read_chunk_raw(a, "../m/zarr.json")
+      assert {:error, %Error{code: :invalid_params}} = Array.read_chunk_raw(a, "zarr.json")
+      assert {:error, %Error{code: :invalid_params}} = Array.write_chunk_raw(a, "../x", "x")
+
+      assert {:error, %Error{code: :invalid_params}} =
+               Array.write_chunk_raw(a, "c/0/../../x", "x")
+
+      assert_raise ArgumentError, fn -> Array.read_chunk_raw(a, {-1}) end
+      assert_raise ArgumentError, fn -> Array.read_chunk_raw(a, 3) end
+      assert_raise Error, fn -> Array.read_chunk_raw!(a, {1}) end
+
+      # a raw chunk larger than a stream frame goes up as a stream
+      {:ok, big} =
+        ZarrBridge.create(
+          path: Path.join(dir, "big"),
+          shape: {400_000},
+          dtype: :uint8,
+          compressor: nil
+        )
+
+      bytes = :rand.bytes(400_000)
+      assert :ok = Array.write_chunk_raw!(big, {0}, bytes)
+      assert Array.read_chunk_raw(big, {0}) == {:ok, bytes}
+      assert Array.read(big) == {:ok, NDArray.new!(bytes, {400_000}, :uint8)}
+    end
+
+    test "sharded arrays: keys are shards, partially written, inner chunks missing" do
+      dir = tmp_dir()
+      path = Path.join(dir, "sharded")
+
+      {:ok, a} =
+        ZarrBridge.create(
+          path: path,
+          shape: {8, 8},
+          chunks: {2, 2},
+          shards: {4, 4},
+          dtype: :int32
+        )
+
+      :ok = Array.set_slice(a, {{1, 2}, {3, 4}}, start: {0, 0})
+      :ok = Array.set_slice(a, {{5}}, start: {7, 7})
+      assert Array.chunk_keys(a) == {:ok, ["c/0/0", "c/1/1"]}
+      {:ok, shard} = Array.read_chunk_raw(a, {1, 1})
+      assert shard == File.read!(Path.join(path, "c/1/1"))
+      full = Array.get_slice!(a)
+      assert elem(elem(full, 0), 0) == 1 and elem(elem(full, 7), 7) == 5
+      assert elem(elem(full, 3), 3) == 0
+    end
+  end
+
+  describe "selection steps" do
+    test "get_slice and read take step: with start and stop" do
+      dir = tmp_dir()
+
+      for format <- [2, 3] do
+        {:ok, a} =
+          ZarrBridge.create(
+            path: Path.join(dir, "step-v#{format}"),
+            shape: {7, 9},
+            chunks: {3, 4},
+            dtype: :int16,
+            zarr_version: format
+          )
+
+        :ok = Array.write(a, NDArray.from_list!(Enum.to_list(0..62), {7, 9}, :int16))
+
+        assert Array.get_slice(a, step: {3, 4}) == {:ok, {{0, 4, 8}, {27, 31, 35}, {54, 58, 62}}}
+
+        assert Array.get_slice(a, start: {1, 1}, stop: {6, 8}, step: {2, 3}) ==
+                 {:ok, {{10, 13, 16}, {28, 31, 34}, {46, 49, 52}}}
+
+        assert {:ok, %NDArray{shape: {1, 1}}} = Array.read(a, start: {6, 8}, step: {5, 5})
+
+        assert {:ok, %NDArray{shape: {0, 9}}} =
+                 Array.read(a, start: {3, 0}, stop: {3, 9}, step: {2, 1})
+
+        assert {:error, %Error{code: :invalid_params}} = Array.read(a, step: {0, 1})
+        assert {:error, %Error{}} = Array.read(a, step: {1})
+        assert_raise ArgumentError, fn -> Array.read(a, step: [1, 1]) end
+      end
+    end
+  end
+
+  describe "every dtype" do
+    test "variable-length strings and bytes: lists of binaries, both formats, zarr-python agrees" do
+      dir = tmp_dir()
+
+      strings = ["", "a", "日本語", "😀 emoji", String.duplicate("x", 300), "tab\tnew\nline"]
+      bytes = ["", <<0>>, <<255, 0, 1>>, "plain", :binary.copy(<<7>>, 1000), <<0, 0>>]
+
+      for format <- [2, 3], {dtype, values} <- [string: strings, bytes: bytes] do
+        path = Path.join(dir, "#{dtype}-v#{format}")
+
+        {:ok, a} =
+          ZarrBridge.create(
+            path: path,
+            shape: {2, 3},
+            chunks: {1, 2},
+            dtype: dtype,
+            zarr_version: format
+          )
+
+        assert a.metadata.dtype == dtype
+        nd = NDArray.from_list!(values, {2, 3}, dtype)
+        :ok = Array.write(a, nd)
+        assert Array.read(a) == {:ok, nd}
+        # a partial write across chunks, with nested data
+        :ok = Array.set_slice(a, {{"p", "q"}}, start: {1, 1})
+        {:ok, got} = Array.get_slice(a)
+        assert got == {List.to_tuple(Enum.take(values, 3)), {Enum.at(values, 3), "p", "q"}}
+
+        first_row_stepped = {{Enum.at(values, 0), Enum.at(values, 2)}}
+        assert Array.get_slice(a, stop: {1, 3}, step: {1, 2}) == {:ok, first_row_stepped}
+      end
+
+      out =
+        Python.run!(
+          Python.prelude() <>
+            """
+            for fmt in (2, 3):
+                for dt in ('string', 'bytes'):
+                    z = zarr.open_array(f'{sys.argv[1]}/{dt}-v{fmt}', mode='r')
+                    print(fmt, dt, sha(dump(z[...])))
+            """,
+          [dir]
+        )
+
+      for format <- [2, 3], {dtype, values} <- [string: strings, bytes: bytes] do
+        values = List.replace_at(values, 4, "p") |> List.replace_at(5, "q")
+
+        hash =
+          :crypto.hash(:sha256, Python.dump(NDArray.from_list!(values, {6}, dtype)))
+          |> Base.encode16(case: :lower)
+
+        assert out =~ "#{format} #{dtype} #{hash}\n"
+      end
+
+      # wrong element types are refused before anything is sent
+      {:ok, s} = ZarrBridge.open(path: Path.join(dir, "string-v3"))
+      assert {:error, %Error{code: :invalid_params}} = Array.set_slice(s, {{<<255>>}})
+      assert {:error, %Error{code: :invalid_params}} = Array.set_slice(s, {{1}})
+    end
+
+    test "structured dtypes: records as maps, both formats, zarr-python agrees" do
+      dir = tmp_dir()
+      dtype = [{"id", :int32}, {"x", :float64}, {"tag", {:fixed_bytes, 3}}, {"c", :complex64}]
+
+      records = [
+        %{"id" => 1, "x" => 1.5, "tag" => "ab", "c" => {1.0, -1.0}},
+        %{"id" => -2, "x" => :nan, "tag" => "", "c" => {0.0, 0.0}},
+        %{"id" => 3, "x" => -0.25, "tag" => "xyz", "c" => {2.5, :infinity}}
+      ]
+
+      for format <- [2, 3] do
+        path = Path.join(dir, "rec-v#{format}")
+
+        {:ok, a} =
+          ZarrBridge.create(
+            path: path,
+            shape: {3},
+            chunks: {2},
+            dtype: dtype,
+            zarr_version: format
+          )
+
+        assert a.metadata.dtype == dtype
+        :ok = Array.set_slice(a, List.to_tuple(records))
+        assert Array.get_slice(a) == {:ok, List.to_tuple(records)}
+        assert Array.get_slice(a, start: {1}, step: {2}) == {:ok, {Enum.at(records, 1)}}
+      end
+
+      out =
+        Python.run!(
+          """
+          import sys, zarr
+          for fmt in (2, 3):
+              z = zarr.open_array(f'{sys.argv[1]}/rec-v{fmt}', mode='r')
+              r = z[:]
+              print(fmt, z.dtype.names, r['id'].tolist(), r['tag'].tolist(), r['c'][2])
+          """,
+          [dir]
+        )
+
+      line = "('id', 'x', 'tag', 'c') [1, -2, 3] [b'ab', b'', b'xyz'] (2.5+infj)\n"
+      assert out == "2 " <> line <> "3 " <> line
+    end
+
+    test "fixed-size bytes and unicode, fill values of every kind" do
+      dir = tmp_dir()
+
+      cases = [
+        {{:fixed_bytes, 4}, ["ab", "", "abcd", <<0, 1>>], "zz"},
+        {{:fixed_unicode, 3}, ["ab", "", "日本語", "é"], "∅"},
+        {{:datetime64, :ms}, [0, 1, -9_223_372_036_854_775_808, 42], -9_223_372_036_854_775_808},
+        {:complex128, [{1.0, 2.0}, {0.0, 0.0}, {:nan, 1.0}, {-1.0, 0.5}], {1.5, -2.0}},
+        {:bool, [true, false, true, true], true},
+        {:float16, [0.5, -2.0, 65504.0, :neg_infinity], :nan},
+        {[{"n", :int16}, {"b", {:fixed_bytes, 2}}],
+         for(i <- 1..4, do: %{"n" => -i, "b" => String.duplicate("b", rem(i, 3))}),
+         %{"n" => 5, "b" => "q"}}
+      ]
+
+      for {{dtype, values, fill}, i} <- Enum.with_index(cases), format <- [2, 3] do
+        path = Path.join(dir, "fixed-#{i}-v#{format}")
+
+        {:ok, a} =
+          ZarrBridge.create(
+            path: path,
+            shape: {6},
+            chunks: {4},
+            dtype: dtype,
+            fill_value: fill,
+            zarr_version: format
+          )
+
+        assert a.metadata.fill_value == fill, "#{inspect(dtype)} v#{format}"
+        :ok = Array.set_slice(a, List.to_tuple(values))
+        # the last two elements were never written: the fill value
+        expected = values ++ [fill, fill]
+        {:ok, got} = Array.get_slice(a)
+        assert NDArray.from_nested!(got, dtype) == NDArray.from_list!(expected, {6}, dtype)
+        {:ok, again} = ZarrBridge.open(path: path)
+        assert again.metadata.fill_value == fill
+      end
+    end
+
+    test "every spelling real writers produce: <u1 (tensorstore), big-endian, order F" do
+      dir = tmp_dir()
+
+      Python.run!(
+        Python.prelude() <>
+          """
+          import tensorstore as ts
+          root = sys.argv[1]
+          # tensorstore writes uint8 as '<u1', which zarr-python 3.1 cannot open
+          t = ts.open({'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': root + '/ts-u1'},
+                       'metadata': {'dtype': '<u1', 'shape': [5], 'chunks': [2]}},
+                      create=True).result()
+          t.write(np.array([1, 2, 3, 254, 255], dtype='u1')).result()
+          print(json.load(open(root + '/ts-u1/.zarray'))['dtype'])
+          # big-endian v2 dtypes
+          for name, dt, vals in [('be-i4', '>i4', [1, -2, 3]), ('be-u2', '>u2', [1, 65535, 3]),
+                                 ('be-c16', '>c16', [1 + 2j, complex(0, -1), 0]),
+                                 ('be-M8', '>M8[s]', [0, 86400, -1])]:
+              z = zarr.create_array(f'{root}/{name}', shape=(3,), chunks=(2,), dtype=dt, zarr_format=2)
+              z[:] = np.array(vals).astype(dt) if dt[1] != 'M' else np.array(vals, dtype='i8').astype(dt)
+          # a little-endian bool spelled '|b1' and a v3 big-endian bytes codec
+          z = zarr.create_array(root + '/v3-be', shape=(3,), chunks=(2,), dtype='float32',
+                                serializer={'name': 'bytes', 'configuration': {'endian': 'big'}})
+          z[:] = [1.5, -2.5, 3.25]
+          # v2 order F
+          z = zarr.create_array(root + '/order-f', shape=(3, 4), chunks=(2, 3), dtype='int16',
+                                order='F', zarr_format=2)
+          z[:] = np.arange(12, dtype='int16').reshape(3, 4)
+          """,
+        [dir]
+      )
+      |> then(&assert(&1 == "<u1\n"))
+
+      expect = fn name, dtype, list ->
+        {:ok, a} = ZarrBridge.open(path: Path.join(dir, name))
+        assert a.metadata.dtype == dtype, name
+        assert NDArray.to_list(Array.read!(a)) == list, name
+        a
+      end
+
+      a = expect.("ts-u1", :uint8, [1, 2, 3, 254, 255])
+      # ... and Elixir writes into it; tensorstore still reads it
+      :ok = Array.set_slice(a, {9}, start: {4})
+      expect.("be-i4", :int32, [1, -2, 3])
+      expect.("be-u2", :uint16, [1, 65535, 3])
+      expect.("be-c16", :complex128, [{1.0, 2.0}, {0.0, -1.0}, {0.0, 0.0}])
+      expect.("be-M8", {:datetime64, :s}, [0, 86400, -1])
+      b = expect.("v3-be", :float32, [1.5, -2.5, 3.25])
+      :ok = Array.set_slice(b, {-1.0}, start: {2})
+      f = expect.("order-f", :int16, Enum.to_list(0..11))
+      assert f.metadata.order == "F"
+      assert Array.get_slice(f, start: {1, 1}, stop: {3, 3}) == {:ok, {{5, 6}, {9, 10}}}
+      :ok = Array.set_slice(f, {{-5, -6}}, start: {1, 1})
+
+      out =
+        Python.run!(
+          Python.prelude() <>
+            """
+            import tensorstore as ts
+            root = sys.argv[1]
+            t = ts.open({'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': root + '/ts-u1'}}).result()
+            print(t.read().result().tolist())
+            print(zarr.open_array(root + '/v3-be', mode='r')[:].tolist())
+            print(zarr.open_array(root + '/order-f', mode='r')[1].tolist())
+            """,
+          [dir]
+        )
+
+      assert out == "[1, 2, 3, 254, 9]\n[1.5, -2.5, -1.0]\n[4, -5, -6, 7]\n"
     end
   end
 

@@ -1,0 +1,208 @@
+"""Node metadata documents, read through a :class:`~pybridge.arrays.kv.KV`.
+
+The sidecar reads ``zarr.json`` (v3) and ``.zarray``/``.zgroup`` plus
+``.zattrs`` (v2) itself, so that it can
+
+- tell an array from a group and a missing node cheaply, and notice a
+  changed document by its stamp (:func:`node_signature`);
+- accept every spelling real writers produce before zarr-python sees the
+  document (:func:`normalize_v2`): ``<u1``/``>u1``/``=u1`` and other
+  one-byte types with a byte order (tensorstore writes ``<u1``, which
+  zarr-python 3.1 refuses), ``<S5``, ``=f8``, structured fields likewise,
+  and a complex ``fill_value`` given as one number;
+- use consolidated metadata (v2 ``.zmetadata``, zarr-python's v3 inline
+  ``consolidated_metadata``) for a group's members, and for an array whose
+  own document is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pybridge.errors import InvalidMetadata
+
+if TYPE_CHECKING:
+    from pybridge.arrays.kv import KV
+
+__all__ = [
+    "NodeDoc",
+    "consolidated_docs",
+    "join",
+    "node_signature",
+    "normalize_v2",
+    "read_node",
+]
+
+ZARR_JSON = "zarr.json"
+ZARRAY = ".zarray"
+ZATTRS = ".zattrs"
+ZGROUP = ".zgroup"
+ZMETADATA = ".zmetadata"
+#: Keys that are metadata, never chunks.
+METADATA_KEYS = frozenset({ZARR_JSON, ZARRAY, ZATTRS, ZGROUP, ZMETADATA})
+
+
+@dataclass(frozen=True)
+class NodeDoc:
+    """One node's metadata.
+
+    ``doc`` is zarr.json (v3), or ``.zarray``/``.zgroup`` with the
+    ``.zattrs`` content under ``"attributes"`` (v2), as zarr-python's
+    ``from_dict`` takes them. ``signature`` changes when any of the files
+    change. ``path`` is the node's path in the store.
+    """
+
+    path: str
+    kind: str
+    zarr_format: int
+    doc: dict[str, Any]
+    signature: tuple[Any, ...]
+
+
+def join(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def node_signature(kv: KV, path: str) -> tuple[Any, ...] | None:
+    """The stamps of the node's metadata files (None: no node there)."""
+    s3 = kv.stamp(join(path, ZARR_JSON))
+    if s3 is not None:
+        return (3, s3)
+    s2 = kv.stamp(join(path, ZARRAY))
+    if s2 is not None:
+        return (2, "array", s2, kv.stamp(join(path, ZATTRS)))
+    g2 = kv.stamp(join(path, ZGROUP))
+    if g2 is not None:
+        return (2, "group", g2, kv.stamp(join(path, ZATTRS)), kv.stamp(join(path, ZMETADATA)))
+    return None
+
+
+def _load(kv: KV, key: str) -> Any:
+    raw = kv.get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise InvalidMetadata(f"{key!r} is not valid JSON: {e}", key=key) from None
+
+
+def _object(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidMetadata(f"{key!r} is not a JSON object", key=key)
+    return value
+
+
+def read_node(kv: KV, path: str, signature: tuple[Any, ...] | None = None) -> NodeDoc | None:
+    """The node at ``path``, or None when there is none."""
+    sig = signature if signature is not None else node_signature(kv, path)
+    if sig is None:
+        return None
+    if sig[0] == 3:
+        key = join(path, ZARR_JSON)
+        doc = _object(_load(kv, key), key)
+        kind = doc.get("node_type")
+        if kind not in ("array", "group"):
+            raise InvalidMetadata(f"{key!r} has node_type {kind!r}", key=key)
+        return NodeDoc(path, kind, 3, doc, sig)
+    kind = sig[1]
+    key = join(path, ZARRAY if kind == "array" else ZGROUP)
+    doc = dict(_object(_load(kv, key), key))
+    attrs = _load(kv, join(path, ZATTRS))
+    doc["attributes"] = _object(attrs, join(path, ZATTRS)) if attrs is not None else {}
+    if kind == "array":
+        doc = normalize_v2(doc)
+    return NodeDoc(path, kind, 2, doc, sig)
+
+
+# -- tolerant spellings -------------------------------------------------------
+
+_ORDERED = re.compile(r"^([<>=|])(.+)$")
+
+
+def _v2_dtype(spec: Any) -> Any:
+    """A v2 dtype spelled the way zarr-python 3.1 accepts it."""
+    if isinstance(spec, list):
+        return [[f[0], _v2_dtype(f[1]), *f[2:]] if isinstance(f, list) and len(f) >= 2 else f
+                for f in spec]
+    if not isinstance(spec, str):
+        return spec
+    import numpy as np
+
+    m = _ORDERED.match(spec)
+    order, rest = (m.group(1), m.group(2)) if m else ("", spec)
+    try:
+        dt = np.dtype(rest)
+    except TypeError:
+        return spec
+    if dt.kind in "SVO" or (dt.itemsize == 1 and dt.kind in "biu"):
+        return "|" + rest
+    if order in ("", "=", "|"):
+        return ("<" if np.little_endian else ">") + rest
+    return spec
+
+
+def normalize_v2(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A v2 ``.zarray`` document with its dtype (and complex fill) made canonical."""
+    out = dict(doc)
+    if "dtype" in out:
+        out["dtype"] = _v2_dtype(out["dtype"])
+    fill = out.get("fill_value")
+    dt = out.get("dtype")
+    if isinstance(dt, str) and dt[1:2] == "c" and isinstance(fill, (int, float)) \
+            and not isinstance(fill, bool):
+        out["fill_value"] = [fill, 0.0]
+    return out
+
+
+# -- consolidated metadata ---------------------------------------------------------
+
+def consolidated_docs(kv: KV, group: NodeDoc) -> dict[str, NodeDoc] | None:
+    """The group's consolidated members, by path relative to the group (None: none)."""
+    sig = ("consolidated", group.signature)
+    if group.zarr_format == 3:
+        cm = group.doc.get("consolidated_metadata")
+        if not isinstance(cm, dict) or not isinstance(cm.get("metadata"), dict):
+            return None
+        out = {}
+        for rel, doc in cm["metadata"].items():
+            if isinstance(doc, dict) and doc.get("node_type") in ("array", "group"):
+                out[rel] = NodeDoc(join(group.path, rel), doc["node_type"], 3, doc, sig)
+        return out
+    zm = _load(kv, join(group.path, ZMETADATA))
+    if not isinstance(zm, dict) or not isinstance(zm.get("metadata"), dict):
+        return None
+    entries = zm["metadata"]
+    out = {}
+    for key, value in entries.items():
+        if not isinstance(key, str) or not isinstance(value, dict):
+            continue
+        rel, _, name = key.rpartition("/")
+        if name not in (ZARRAY, ZGROUP) or not rel:
+            continue
+        attrs = entries.get(join(rel, ZATTRS))
+        doc = {**value, "attributes": attrs if isinstance(attrs, dict) else {}}
+        kind = "array" if name == ZARRAY else "group"
+        out[rel] = NodeDoc(join(group.path, rel), kind, 2,
+                           normalize_v2(doc) if kind == "array" else doc, sig)
+    return out
+
+
+def from_consolidated(kv: KV, path: str) -> NodeDoc | None:
+    """The node at ``path`` as an ancestor group's consolidated metadata has it."""
+    parts = path.split("/") if path else []
+    for i in range(len(parts) - 1, -1, -1):
+        anc = "/".join(parts[:i])
+        group = read_node(kv, anc)
+        if group is None or group.kind != "group":
+            continue
+        members = consolidated_docs(kv, group)
+        if members is not None:
+            rel = "/".join(parts[i:])
+            if rel in members:
+                return members[rel]
+    return None

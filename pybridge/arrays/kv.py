@@ -1,0 +1,295 @@
+"""Key-value access to a store, the same for every kind of store.
+
+The sidecar reads metadata documents, lists nodes and chunk keys, and moves
+raw chunk bytes itself through a :class:`KV`; zarr-python gets
+:attr:`KV.zarr_store`. Keys are relative to the store's root, ``/``-separated,
+as in zarr-python.
+
+Open a KV with :func:`session`, a context manager: for a zip store opened
+for writing, everything written inside it becomes visible at once when the
+block ends without an exception, and nothing otherwise
+(:mod:`pybridge.arrays.zipstore`). Filesystem writes are atomic per file;
+memory writes are plain dict assignments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from pybridge.arrays.store import StoreRef, check_inside
+from pybridge.errors import StoreError
+
+__all__ = ["KV", "MemoryHolder", "confined_local_store", "session"]
+
+
+class MemoryHolder:
+    """A memory store: the dict of its keys, and zarr-python's store over it."""
+
+    def __init__(self) -> None:
+        from zarr.storage import MemoryStore
+
+        self.dict: dict[str, Any] = {}
+        self.store = MemoryStore(store_dict=self.dict)
+
+
+class KV:
+    """Sync access to one store. Subclasses: filesystem, memory, zip."""
+
+    kind = ""
+    zarr_store: Any
+
+    def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def stamp(self, key: str) -> Any:
+        """A cheap value that changes when ``key`` changes (None: missing)."""
+        raise NotImplementedError
+
+    def set(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def keys_under(self, prefix: str) -> list[str]:
+        """Every key below the node ``prefix`` ("" = all), as full keys."""
+        raise NotImplementedError
+
+    def children(self, prefix: str) -> list[str]:
+        """The names one level below the node ``prefix``."""
+        raise NotImplementedError
+
+
+def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool) -> Any:
+    """zarr-python's ``LocalStore`` at ``root``; with ``roots``, one that refuses
+    to read or write a file that resolves outside them (a symlink inside)."""
+    from pybridge.arrays.metadata import import_zarr
+
+    import_zarr()
+    from zarr.storage import LocalStore
+
+    if not roots:
+        return LocalStore(root, read_only=read_only)
+    return _confined_class()(root, roots, read_only=read_only)
+
+
+_CONFINED: Any = None
+
+
+def _confined_class() -> Any:
+    global _CONFINED
+    if _CONFINED is not None:
+        return _CONFINED
+    from zarr.storage import LocalStore
+
+    class ConfinedLocalStore(LocalStore):
+        """A LocalStore whose files must resolve inside the allowed roots."""
+
+        def __init__(self, root: str, roots: tuple[str, ...], *, read_only: bool) -> None:
+            super().__init__(root, read_only=read_only)
+            self.roots = roots
+
+        def with_read_only(self, read_only: bool = False) -> Any:
+            return type(self)(str(self.root), self.roots, read_only=read_only)
+
+        def _check(self, key: str) -> None:
+            check_inside(os.path.join(str(self.root), key), self.roots)
+
+        async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+            self._check(key)
+            return await super().get(key, prototype, byte_range)
+
+        async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+            key_ranges = list(key_ranges)
+            for key, _ in key_ranges:
+                self._check(key)
+            return await super().get_partial_values(prototype, key_ranges)
+
+        async def set(self, key: str, value: Any) -> None:
+            self._check(key)
+            await super().set(key, value)
+
+        async def set_if_not_exists(self, key: str, value: Any) -> None:
+            self._check(key)
+            await super().set_if_not_exists(key, value)
+
+        async def delete(self, key: str) -> None:
+            self._check(key)
+            await super().delete(key)
+
+    _CONFINED = ConfinedLocalStore
+    return _CONFINED
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}/{key}" if prefix else key
+
+
+class FilesystemKV(KV):
+    kind = "filesystem"
+
+    def __init__(self, ref: StoreRef, writable: bool) -> None:
+        self.root = ref.root
+        self.roots = ref.roots
+        self.zarr_store = confined_local_store(ref.root, ref.roots, not writable)
+
+    def _path(self, key: str) -> str:
+        path = os.path.join(self.root, *key.split("/"))
+        check_inside(path, self.roots)
+        return path
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read {path!r}: {e.strerror or e}", path=path) from e
+
+    def stamp(self, key: str) -> Any:
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot stat {path!r}: {e.strerror or e}", path=path) from e
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def set(self, key: str, data: bytes) -> None:
+        from pybridge.arrays.pipeline import write_chunk_file
+
+        write_chunk_file(self._path(key), data)
+
+    def delete(self, key: str) -> None:
+        from pybridge.arrays.pipeline import remove_chunk_file
+
+        remove_chunk_file(self._path(key))
+
+    def keys_under(self, prefix: str) -> list[str]:
+        base = os.path.join(self.root, *prefix.split("/")) if prefix else self.root
+        out = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for name in filenames:
+                out.append(name if rel == "." else f"{rel}/{name}")
+        return out
+
+    def children(self, prefix: str) -> list[str]:
+        base = os.path.join(self.root, *prefix.split("/")) if prefix else self.root
+        try:
+            return [e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=True)
+                    or e.is_file()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot list {base!r}: {e.strerror or e}", path=base) from e
+
+
+class MemoryKV(KV):
+    kind = "memory"
+
+    def __init__(self, ref: StoreRef, writable: bool) -> None:
+        holder: MemoryHolder = ref.memory
+        self.dict = holder.dict
+        self.zarr_store = holder.store if writable else holder.store.with_read_only(True)
+
+    def get(self, key: str) -> bytes | None:
+        buf = self.dict.get(key)
+        return None if buf is None else buf.to_bytes()
+
+    def stamp(self, key: str) -> Any:
+        return self.get(key)
+
+    def set(self, key: str, data: bytes) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self.dict[key] = default_buffer_prototype().buffer.from_bytes(data)
+
+    def delete(self, key: str) -> None:
+        self.dict.pop(key, None)
+
+    def keys_under(self, prefix: str) -> list[str]:
+        if not prefix:
+            return list(self.dict)
+        return [k for k in list(self.dict) if k.startswith(prefix + "/")]
+
+    def children(self, prefix: str) -> list[str]:
+        from pybridge.arrays.zipstore import child_names
+
+        return child_names(list(self.dict), prefix)
+
+
+class ZipKV(KV):
+    kind = "zip"
+
+    def __init__(self, ref: StoreRef, archive: Any, zip_session: Any) -> None:
+        from pybridge.arrays.zipstore import ZipArchiveStore, archive_stamp
+
+        self.path = ref.root
+        self.archive = archive
+        self.session = zip_session
+        self.zarr_store = ZipArchiveStore(archive, zip_session, read_only=zip_session is None)
+        self._stamp = archive_stamp(ref.root)
+
+    def get(self, key: str) -> bytes | None:
+        return None if self.archive is None else self.archive.read(key)
+
+    def stamp(self, key: str) -> Any:
+        if self.session is not None:  # inside a write session: no caching
+            return self.get(key)
+        if self.archive is None or key not in self.archive.infos:
+            return None
+        info = self.archive.infos[key]
+        return (self._stamp, info.CRC, info.file_size)
+
+    def set(self, key: str, data: bytes) -> None:
+        if self.session is None:
+            raise StoreError("the zip store was opened for reading", path=self.path)
+        self.session.write(key, data)
+
+    def delete(self, key: str) -> None:
+        if self.session is None:
+            raise StoreError("the zip store was opened for reading", path=self.path)
+        self.session.delete(key)
+
+    def keys_under(self, prefix: str) -> list[str]:
+        keys = self.archive.keys() if self.archive is not None else []
+        if not prefix:
+            return keys
+        return [k for k in keys if k.startswith(prefix + "/")]
+
+    def children(self, prefix: str) -> list[str]:
+        from pybridge.arrays.zipstore import child_names
+
+        return child_names(self.archive.keys() if self.archive is not None else [], prefix)
+
+
+@contextlib.contextmanager
+def session(ref: StoreRef, writable: bool = False) -> Iterator[KV]:
+    """A :class:`KV` for ``ref``'s store; writes to a zip store commit at the end."""
+    if ref.kind == "filesystem":
+        yield FilesystemKV(ref, writable)
+        return
+    if ref.kind == "memory":
+        yield MemoryKV(ref, writable)
+        return
+    from pybridge.arrays.zipstore import ZipSession, open_reader, session_lock
+
+    if not writable:
+        yield ZipKV(ref, open_reader(ref.root), None)
+        return
+    with session_lock(ref.root):
+        zs = ZipSession(ref.root)
+        try:
+            yield ZipKV(ref, zs.archive, zs)
+        except BaseException:
+            zs.abort()
+            raise
+        zs.commit()

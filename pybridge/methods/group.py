@@ -1,0 +1,142 @@
+"""The ``group.*`` methods and ``store.consolidate_metadata`` (PROTOCOL.md §8).
+
+Like the array methods, each request names its store and the group's path
+inside it, and runs inside one store session. The work is in
+:mod:`pybridge.arrays.groups`, imported by the handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from pybridge.errors import ReadOnly
+from pybridge.methods import Method
+from pybridge.methods.array import check_json, store_ref
+from pybridge.params import Int, Map, Str
+
+if TYPE_CHECKING:
+    from pybridge.arrays.kv import KV
+    from pybridge.arrays.store import StoreRef
+    from pybridge.call import Call
+
+__all__ = ["METHODS"]
+
+_MODES = ("r", "r+", "a", "w", "w-")
+_OPEN_MODES = ("r", "r+", "a")
+_STORE = {"store": Map(), "path": Str(required=False, default="")}
+
+
+@contextlib.contextmanager
+def _session(call: Call, writable: bool, create: bool = False
+             ) -> Iterator[tuple[StoreRef, KV]]:
+    from pybridge.arrays.kv import session
+
+    if writable and call.params.get("mode") == "r":
+        raise ReadOnly("the group was opened with mode 'r'", mode="r")
+    ref = store_ref(call, create=create)
+    with session(ref, writable) as kv:
+        yield ref, kv
+
+
+def create(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.groups import create_group, group_info
+
+    p = call.params
+    if p["attributes"] is not None:
+        check_json(p["attributes"], "attributes")
+    writes = p["mode"] not in ("r", "r+")
+    with _session(call, writable=writes, create=writes) as (ref, kv):
+        node = create_group(ref, kv, p["mode"], p["zarr_format"], p["attributes"])
+        return {"group": group_info(kv, node)}
+
+
+def open_(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.groups import create_group, group_info, open_group
+
+    p = call.params
+    if p["mode"] == "a":
+        with _session(call, writable=True, create=True) as (ref, kv):
+            node = create_group(ref, kv, "a", 3, None)
+            return {"group": group_info(kv, node)}
+    with _session(call, writable=False) as (ref, kv):
+        return {"group": group_info(kv, open_group(ref, kv))}
+
+
+def members(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.groups import members as members_
+
+    with _session(call, writable=False) as (ref, kv):
+        return {"members": members_(ref, kv)}
+
+
+def tree(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.groups import tree as tree_
+
+    with _session(call, writable=False) as (ref, kv):
+        return {"nodes": tree_(ref, kv)}
+
+
+def get_attributes(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.groups import group_info, open_group
+
+    with _session(call, writable=False) as (ref, kv):
+        return {"attributes": group_info(kv, open_group(ref, kv))["attributes"]}
+
+
+def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
+    from pybridge.arrays.groups import set_attributes
+    from pybridge.arrays.write import LOCKS
+
+    attrs = call.params["attributes"]
+    check_json(attrs, "attributes")
+    with _session(call, writable=True) as (ref, kv):
+        keys = LOCKS.acquire([(ref.dir, "attributes")])
+        try:
+            return {"attributes": set_attributes(ref, kv, attrs, merge)}
+        finally:
+            LOCKS.release(keys)
+
+
+def put_attributes(call: Call) -> dict[str, Any]:
+    return _set_attributes(call, merge=False)
+
+
+def update_attributes(call: Call) -> dict[str, Any]:
+    return _set_attributes(call, merge=True)
+
+
+def consolidate_metadata(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.groups import consolidate, group_info
+
+    with _session(call, writable=True) as (ref, kv):
+        return {"group": group_info(kv, consolidate(ref, kv))}
+
+
+METHODS: list[Method] = [
+    Method("group.create", create, {
+        **_STORE,
+        "mode": Str(required=False, default="w-", choices=_MODES),
+        "zarr_format": Int(required=False, default=3, min=2, max=3),
+        "attributes": Map(required=False, nullable=True),
+    }),
+    Method("group.open", open_, {
+        **_STORE,
+        "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
+    }),
+    Method("group.members", members, dict(_STORE)),
+    Method("group.tree", tree, dict(_STORE)),
+    Method("group.get_attributes", get_attributes, dict(_STORE)),
+    Method("group.put_attributes", put_attributes, {
+        **_STORE,
+        "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
+        "attributes": Map(),
+    }),
+    Method("group.update_attributes", update_attributes, {
+        **_STORE,
+        "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
+        "attributes": Map(),
+    }),
+    Method("store.consolidate_metadata", consolidate_metadata, dict(_STORE)),
+]
