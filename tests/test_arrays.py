@@ -1012,3 +1012,14 @@ def test_blosc_frames_cut_short_are_decode_failed(sc, tmp_path):
                 e = err(sc.call("array.read", {**st, **extra}), "decode_failed")
                 assert e["details"].get("chunk", key).endswith(key), e
     sc.ping()
+
+
+def test_first_request_of_a_fresh_sidecar_can_be_any_create(tmp_path):
+    """Nothing may rely on a module an earlier request happened to import."""
+    codecs = [{"name": "transpose", "configuration": {"order": [1, 0]}},
+              {"name": "bytes", "configuration": {"endian": "big"}}, {"name": "crc32c"}]
+    with SidecarProcess(workers=1) as proc:
+        meta = ok(proc.call("array.create", {"store": fs(tmp_path / "a"), "shape": [3, 2],
+                                             "chunks": [2, 2], "dtype": "int16",
+                                             "codecs": codecs}, timeout=30))["metadata"]
+        assert [c["name"] for c in meta["codecs"]] == ["transpose", "bytes", "crc32c"]

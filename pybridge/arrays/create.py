@@ -108,7 +108,8 @@ def _v3_from_numcodecs(config: Any, itemsize: int, allow_pickle: bool
 
 def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
     """A full v3 codec list as zarr.create_array's filters/serializer/compressors."""
-    zarr = import_zarr()
+    import_zarr()
+    from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec
     from zarr.registry import get_codec_class
 
     filters, serializer, compressors = [], None, []
@@ -126,12 +127,12 @@ def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
         except Exception as e:
             raise InvalidCodecConfig(f"codec {c['name']!r} rejected its config: {e}",
                                      id=c["name"], key=None) from None
-        if isinstance(codec, zarr.abc.codec.ArrayArrayCodec):
+        if isinstance(codec, ArrayArrayCodec):
             if serializer is not None:
                 raise InvalidParams("array-to-array codecs come before the serializer",
                                     param="codecs", expected="v3 codec order")
             filters.append(codec)
-        elif isinstance(codec, zarr.abc.codec.ArrayBytesCodec):
+        elif isinstance(codec, ArrayBytesCodec):
             if serializer is not None:
                 raise InvalidParams("only one array-to-bytes codec is allowed",
                                     param="codecs", expected="v3 codec order")
