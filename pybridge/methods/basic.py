@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "capabilities", "versions"]
 
 #: Capabilities every sidecar of this version has.
-CAPABILITIES = ("stream", "codec", "array", "handoff")
+CAPABILITIES = ("stream", "codec", "array", "handoff", "group", "zip", "memory", "values", "step")
 
 _versions: dict[str, str] | None = None
 
