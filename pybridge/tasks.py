@@ -240,6 +240,8 @@ def decode(payload: Any, config: Mapping[str, Any], dtype: Any = None,
         raise DecodeFailed(f"{what}: no data given", id=cid)
     if cid == "zfpy":
         payload = zfp_checked(payload)
+    elif cid == "blosc":
+        blosc_checked(payload, what)
     vlen_checked(cid, payload)
     size = decoded_size(cid, payload)
     if size is not None:
@@ -259,6 +261,17 @@ def decode(payload: Any, config: Mapping[str, Any], dtype: Any = None,
     except Exception as exc:  # noqa: BLE001 - corrupt input can raise anything
         raise _failure(DecodeFailed, what, exc, id=cid) from None
     return _decoded(out, dt, shape, what)
+
+
+def blosc_checked(payload: Any, what: str) -> None:
+    """Refuse a blosc frame cut short: blosc trusts the compressed size in its
+    header and would read past the end of the buffer."""
+    from pybridge.arrays.pipeline import check_blosc_frame
+
+    try:
+        check_blosc_frame(payload)
+    except ValueError as exc:
+        raise DecodeFailed(f"{what}: {exc}", id="blosc") from None
 
 
 # -- vlen buffers

@@ -584,9 +584,12 @@ def test_v3_pipeline_matches_zarr(sc: SidecarProcess, tmp_path: Path, dtype: str
         np.testing.assert_array_equal(got, expected, err_msg=str(coords))
         again = call(sc, "codec.pipeline_encode", **params, data=raw(expected))
         assert again.ok, again.error
-        if shards is None:
+        gzip = any(isinstance(c, zarr.codecs.GzipCodec) for c in kw.get("compressors", ()))
+        if shards is None and not gzip:
             assert again.data == stored, f"chunk {coords} re-encoded differently"
         else:
+            # gzip stamps the time into its header, so those chunks (like
+            # shards) are compared by what they decode to.
             # zarr-python skips inner chunks that are all fill; so must we.
             back = call(sc, "codec.pipeline_decode", **params, data=again.data)
             assert back.data == reply.data

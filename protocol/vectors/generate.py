@@ -148,9 +148,11 @@ def _int_vectors() -> list[dict[str, Any]]:
 
 def vectors() -> list[dict[str, Any]]:
     hello_result = M(
-        ("capabilities", A(S("stream"), S("codec"), S("array"), S("handoff"),
+        ("capabilities", A(S("stream"), S("codec"), S("array"), S("handoff"), S("group"),
+                           S("zip"), S("memory"), S("values"), S("step"),
                            S("test_methods"))),
         ("limits", M(("max_frame_bytes", I(64 * 2**20)), ("max_in_flight", I(10000)),
+                     ("max_request_bytes", I(16 * 2**30)),
                      ("stream_frame_bytes", I(256 * 1024)))),
         ("pid", I(4242)),
         ("protocol", S("1.0")),
