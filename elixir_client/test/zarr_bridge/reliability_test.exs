@@ -251,14 +251,15 @@ defmodule ZarrBridge.ReliabilityTest do
       before = wait_workers(os_pid, 2)
       assert before, "the pool did not start"
 
-      # 8 MiB of bz2 decodes slowly enough (about a second) to be caught at it.
+      # 32 MiB of bz2 decodes slowly enough (seconds, even on a loaded
+      # machine) to be caught at it; 8 MiB sometimes finished first.
       blob_path = Path.join(tmp_dir("bz2"), "blob.bz2")
 
       Python.run!(
         """
         import bz2, sys, random
         rnd = random.Random(7)
-        data = bytes(rnd.choice(b'abcdefgh') for _ in range(1 << 20)) * 8
+        data = bytes(rnd.choice(b'abcdefgh') for _ in range(1 << 20)) * 32
         open(sys.argv[1], 'wb').write(bz2.compress(data, 1))
         """,
         [blob_path]
@@ -322,7 +323,7 @@ defmodule ZarrBridge.ReliabilityTest do
                  timeout: 60_000
                )
 
-      assert byte_size(data) == 8 * @mib
+      assert byte_size(data) == 32 * @mib
     end
   end
 
