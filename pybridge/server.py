@@ -515,7 +515,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def serve(settings: Settings) -> int:
     """Serve the channel until its input ends; return the exit status."""
-    from pybridge.context import SidecarContext
+    from pybridge.context import SidecarContext, install_blosc_hook
     from pybridge.methods import method_table
 
     try:
@@ -533,6 +533,7 @@ def serve(settings: Settings) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     set_pipe_size(in_fd)
     set_pipe_size(out_fd)
+    install_blosc_hook()  # no semaphore for small requests that use blosc here
     context = SidecarContext(settings)
     status = 0
     try:

@@ -69,10 +69,13 @@ Back-pressure
     never runs.
 
 Workers die with the sidecar: each sets ``PR_SET_PDEATHSIG`` to SIGKILL. Its
-parent is the fork server, which exits as soon as the sidecar is gone, once
-the workers have closed their inherited copy of the fork server's "alive"
-pipe (see :func:`_release_fork_server`). Workers ignore SIGINT, use no blosc
-threads (the pool is the parallelism) and call :func:`tune_malloc`.
+parent is the fork server, which sets the same signal for itself when it
+preloads this module (:func:`_arm_fork_server`), so a SIGKILL of the sidecar
+takes the fork server and then every worker down within milliseconds, even
+in the middle of a task. (The workers also close their inherited copy of the
+fork server's "alive" pipe, see :func:`_release_fork_server`.) Workers
+ignore SIGINT, use no blosc threads (the pool is the parallelism) and call
+:func:`tune_malloc`.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import traceback
 import weakref
@@ -176,26 +180,18 @@ def tune_malloc() -> bool:
 
 
 def quiet_blosc(use_threads: bool | None = None) -> None:
-    """Give numcodecs' blosc a thread lock instead of a multiprocessing one.
-
-    numcodecs creates a ``multiprocessing.Lock`` (a named POSIX semaphore,
-    registered with the resource tracker) the first time a process uses
-    blosc. A worker or sidecar killed by a signal never unregisters it, and
-    the resource tracker then warns about "leaked semaphore objects" and
-    unlinks it at shutdown. The lock only guards blosc's global context
-    against other threads of the same process (every process has its own
-    context), so a ``threading.Lock`` does the same job without a semaphore.
-    ``use_threads`` is set as given (None keeps numcodecs' default: threads
-    only from the main thread). Does nothing when numcodecs is missing.
+    """Give numcodecs' blosc a thread lock instead of a multiprocessing one
+    (:func:`pybridge.context.blosc_thread_lock` says why), and set its
+    ``use_threads`` (None keeps numcodecs' default). Workers call it at
+    start, from their only thread. Does nothing when numcodecs is missing.
     """
     try:
         import numcodecs.blosc as blosc
     except Exception:  # noqa: BLE001 - no blosc, nothing to do
         return
-    with contextlib.suppress(Exception):
-        if not getattr(blosc, "_MUTEX_IS_INIT", True):
-            blosc._MUTEX = threading.Lock()
-            blosc._MUTEX_IS_INIT = True
+    from pybridge.context import blosc_thread_lock
+
+    blosc_thread_lock(blosc)
     if use_threads is not None:
         blosc.use_threads = use_threads
 
@@ -222,6 +218,66 @@ def _die_with_parent() -> None:
         return  # not Linux, or refused: the pipe's EOF still ends the worker
     if os.getppid() != parent:
         os._exit(1)  # the parent died before the signal was armed
+
+
+#: Set, while :func:`_start_fork_server` starts the fork server, to the pid
+#: of the process that starts it, so the fork server can tell that it was.
+_OWNER_ENV = "PYBRIDGE_POOL_OWNER_PID"
+
+_keeper_lock = threading.Lock()
+_keeper: threading.Thread | None = None
+
+
+def _start_fork_server() -> None:
+    """Start the fork server from a thread that lives as long as this process.
+
+    A parent-death signal fires when the parent *thread* ends, not the
+    parent process: the fork server is therefore started by a keeper thread
+    that never returns, so its death signal (see :func:`_arm_fork_server`)
+    fires exactly when this process dies. Idempotent. A fork server that
+    died and is restarted later by :mod:`multiprocessing` itself, from some
+    other thread, is not armed (it still exits when this process does,
+    through its "alive" pipe, only more slowly).
+    """
+    global _keeper
+    from multiprocessing import forkserver
+
+    with _keeper_lock:
+        if _keeper is not None:
+            return
+        ready = threading.Event()
+
+        def keep() -> None:
+            os.environ[_OWNER_ENV] = str(os.getpid())
+            try:
+                forkserver.ensure_running()
+            except Exception:  # noqa: BLE001 - the pool starts it later, unarmed
+                log.exception("could not start the fork server")
+            finally:
+                os.environ.pop(_OWNER_ENV, None)
+                ready.set()
+            threading.Event().wait()  # the fork server's parent thread must live
+
+        _keeper = threading.Thread(target=keep, name="pybridge-fork-server", daemon=True)
+        _keeper.start()
+    ready.wait()
+
+
+def _arm_fork_server() -> None:
+    """In the fork server: die with the sidecar, by signal, at once.
+
+    Runs when the fork server preloads this module (its command line is
+    ``python -c 'from multiprocessing.forkserver import main; ...'`` and it
+    was started by :func:`_start_fork_server` of its parent). Left alone, the
+    fork server notices the sidecar's death through its "alive" pipe and then
+    exits like any Python process, which takes a few hundred milliseconds;
+    only then does the workers' death signal fire, and meanwhile a worker can
+    go on writing chunks after a new sidecar has started. With its own death
+    signal the fork server, and so every worker, is gone within milliseconds.
+    """
+    owner = os.environ.pop(_OWNER_ENV, None)  # not for the workers it forks
+    if owner is not None and owner == str(os.getppid()) and sys.argv[:1] == ["-c"]:
+        _die_with_parent()
 
 
 def _release_fork_server() -> None:
@@ -505,6 +561,7 @@ class WorkerPool:
         shm.sweep_dead()
         with contextlib.suppress(ValueError):
             self._ctx.set_forkserver_preload(PRELOAD)
+        _start_fork_server()
         for slot in self._slots:
             slot.thread = threading.Thread(
                 target=self._run, args=(slot,), name=f"pybridge-dispatch-{slot.index}",
@@ -927,3 +984,6 @@ class WorkerPool:
             self._space.release()
             if task.future.set_running_or_notify_cancel():
                 task.future.set_exception(errors.WorkerCrashed("the worker pool was closed"))
+
+
+_arm_fork_server()

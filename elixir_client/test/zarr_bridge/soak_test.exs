@@ -130,8 +130,12 @@ defmodule ZarrBridge.SoakTest do
     """)
 
     assert length(kills) >= 1 or seconds < kill_every + 20
+    # VmRSS counts the shared-memory band buffers and handoff segments mapped
+    # at the moment of the sample (tens of MiB that come and go, bounded by
+    # design); RssAnon is the sidecar's own heap, where a leak would show.
     assert rss.growth_pct <= 10.0, "the sidecar's RSS grew by #{rss.growth_pct}%"
-    assert rss.within_pct <= 10.0, "an incarnation's RSS grew by #{rss.within_pct}%"
+    assert anon.growth_pct <= 10.0, "the sidecar's heap grew by #{anon.growth_pct}%"
+    assert anon.within_pct <= 10.0, "an incarnation's heap grew by #{anon.within_pct}%"
   end
 
   ## Set-up
