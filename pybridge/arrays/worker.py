@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import ChunkPart
@@ -204,32 +204,27 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
 def read_parts(payload: Any, spec: ChunkSpec, seg_path: str, offset: int,
                band_shape: Sequence[int], parts: Sequence[ChunkPart], keep: bool) -> int:
     """Worker entry: decode ``parts`` into the band at ``offset`` of a segment."""
-    seg = _segment(seg_path, keep)
-    try:
-        out = band_view(seg.buf, offset, band_shape, spec.dtype)
-        try:
-            return fill_parts(out, spec, parts)
-        finally:
-            del out
-    except OSError as e:
-        if isinstance(e, BridgeError):
-            raise
-        raise StoreError(f"{type(e).__name__}: {e}") from e
-    finally:
-        if not keep:
-            seg.close()
+    return _on_band(seg_path, offset, band_shape, spec, keep,
+                    lambda band: fill_parts(band, spec, parts))
 
 
 def write_parts(payload: Any, spec: ChunkSpec, seg_path: str, offset: int,
                 band_shape: Sequence[int], parts: Sequence[ChunkPart], keep: bool) -> int:
     """Worker entry: encode ``parts`` of the band at ``offset`` and write them."""
+    return _on_band(seg_path, offset, band_shape, spec, keep,
+                    lambda band: store_parts(band, spec, parts))
+
+
+def _on_band(seg_path: str, offset: int, band_shape: Sequence[int], spec: ChunkSpec,
+             keep: bool, work: Callable[[Any], int]) -> int:
+    """Run ``work`` on the band's view of a segment; store I/O errors become StoreError."""
     seg = _segment(seg_path, keep)
     try:
-        src = band_view(seg.buf, offset, band_shape, spec.dtype)
+        band = band_view(seg.buf, offset, band_shape, spec.dtype)
         try:
-            return store_parts(src, spec, parts)
+            return work(band)
         finally:
-            del src
+            del band  # the view must go before the segment can close
     except OSError as e:
         if isinstance(e, BridgeError):
             raise

@@ -633,12 +633,7 @@ defmodule ZarrBridge.Array do
         end
 
       stop when is_tuple(stop) ->
-        {:error,
-         %Error{
-           code: :invalid_selection,
-           message: "start #{inspect(start)} and stop #{inspect(stop)} differ in rank",
-           details: %{start: start, stop: stop}
-         }}
+        rank_mismatch(start, stop)
 
       other ->
         raise ArgumentError, "stop must be a tuple of integers, got: #{inspect(other)}"
@@ -674,16 +669,20 @@ defmodule ZarrBridge.Array do
         end
 
       stop when is_tuple(stop) ->
-        {:error,
-         %Error{
-           code: :invalid_selection,
-           message: "start #{inspect(start)} and stop #{inspect(stop)} differ in rank",
-           details: %{start: start, stop: stop}
-         }}
+        rank_mismatch(start, stop)
 
       other ->
         raise ArgumentError, "stop must be a tuple of integers, got: #{inspect(other)}"
     end
+  end
+
+  defp rank_mismatch(start, stop) do
+    {:error,
+     %Error{
+       code: :invalid_selection,
+       message: "start #{inspect(start)} and stop #{inspect(stop)} differ in rank",
+       details: %{start: start, stop: stop}
+     }}
   end
 
   defp sub(a, b) do
