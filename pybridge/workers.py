@@ -643,7 +643,8 @@ class WorkerPool:
     def submit(self, fn: Callable[..., Any], *args: Any, payload: Any = None) -> Future[Any]:
         """Run ``fn(payload_view_or_None, *args)`` in a worker.
 
-        ``fn`` must be a module-level function. Blocks while ``2 * size``
+        ``fn`` must be a module-level function. A list of bytes-like
+        payloads reaches the task as one view of their concatenation. Blocks while ``2 * size``
         tasks are already waiting. Raises RuntimeError when the pool is closed.
         A bytes-like result is ``bytes``, or a read-only ``memoryview`` when
         large (see the module docstring): drop it when done.
@@ -651,7 +652,10 @@ class WorkerPool:
         if not self._started:
             raise RuntimeError("the worker pool is not started")
         if payload is not None and not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes-like, got {type(payload).__name__}")
+            if not (isinstance(payload, (list, tuple)) and all(
+                    isinstance(p, (bytes, bytearray, memoryview)) for p in payload)):
+                raise TypeError("payload must be bytes-like or a list of bytes-like, got "
+                                f"{type(payload).__name__}")
         while not self._space.acquire(timeout=0.25):
             if self._closed:
                 break
@@ -862,10 +866,15 @@ class WorkerPool:
     def _payload_spec(self, slot: _Slot, buf: int, payload: Any) -> Any:
         if payload is None:
             return None
-        view = memoryview(payload).cast("B")
-        n = view.nbytes
+        if isinstance(payload, (list, tuple)):
+            views = [memoryview(p).cast("B") for p in payload]
+        else:
+            views = [memoryview(payload).cast("B")]
+        n = sum(v.nbytes for v in views)
         if n <= self._threshold:
-            return payload if isinstance(payload, bytes) else view.tobytes()
+            if len(views) == 1 and isinstance(payload, bytes):
+                return payload
+            return b"".join(views)
         seg = slot.inputs[buf]
         size = _segment_size(n, seg.size if seg is not None else 0)
         if size is not None:
@@ -874,7 +883,10 @@ class WorkerPool:
                 seg.unlink()
             seg = slot.inputs[buf] = shm.Segment.create(size, f"w{slot.index}i{buf}")
         assert seg is not None
-        seg.buf[:n] = view
+        offset = 0
+        for view in views:
+            seg.buf[offset:offset + view.nbytes] = view
+            offset += view.nbytes
         return (seg.path, n)
 
     def _await(self, slot: _Slot, task: _Task) -> tuple[Any, ...] | None:

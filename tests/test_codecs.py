@@ -461,6 +461,112 @@ def test_many_result_over_the_frame_limit_is_too_large(sidecar_factory: Any) -> 
 
 
 # --------------------------------------------------------------------------
+# decode_many through a shared-memory handoff
+
+
+@pytest.fixture(scope="module")
+def small_handoff() -> Iterator[SidecarProcess]:
+    """A sidecar that hands results of 64 KiB or more over through /dev/shm."""
+    sidecar = SidecarProcess(["--handoff-threshold", "64KiB"], workers=2)
+    try:
+        yield sidecar
+    finally:
+        sidecar.close()
+
+
+def own_segments(sc: SidecarProcess) -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(f"pybridge-{sc.pid}-read")}
+
+
+def take_handoff(sc: SidecarProcess, result: dict[str, Any]) -> list[bytes]:
+    """Read and remove a decode_many handoff, as a client does; split it by ``sizes``."""
+    shm = result["shm"]
+    assert "items" not in result
+    path = shm["path"]
+    assert os.path.basename(path).startswith(f"pybridge-{sc.pid}-")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    assert len(data) == shm["bytes"] == sum(result["sizes"])
+    out, offset = [], 0
+    for size in result["sizes"]:
+        out.append(data[offset:offset + size])
+        offset += size
+    return out
+
+
+# (No empty item: numcodecs cannot decode its own zstd, lz4 or blosc encoding of b"".)
+ARRAYS = [np.cumsum(RNG.normal(size=n)).round(2) for n in (30_000, 1, 25_000, 70_000)]
+
+
+@pytest.mark.parametrize("config", [
+    {"id": "zstd", "level": 3},                                   # sizes from the header
+    {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1},   # sizes from the header
+    {"id": "lz4"},                                                # sizes from the header
+    {"id": "zlib", "level": 1},                                   # copied after decoding
+])
+def test_decode_many_hands_large_results_over(small_handoff: SidecarProcess,
+                                              config: dict[str, Any]) -> None:
+    codec = numcodecs.get_codec(config)
+    items = [bytes(codec.encode(a)) for a in ARRAYS]
+    result = call(small_handoff, "codec.decode_many", codec=config, items=items,
+                  handoff=True).unwrap()
+    assert take_handoff(small_handoff, result) == [raw(a) for a in ARRAYS]
+    assert own_segments(small_handoff) == set()
+
+
+def test_decode_many_handoff_with_dtype_and_shape(small_handoff: SidecarProcess) -> None:
+    a = SMOOTH.reshape(100, 200)
+    items = [bytes(numcodecs.Zlib(1).encode(a * k)) for k in range(4)]
+    result = call(small_handoff, "codec.decode_many", codec={"id": "zlib"}, items=items,
+                  dtype="float64", shape=[100, 200], handoff=True).unwrap()
+    assert result["sizes"] == [a.nbytes] * 4
+    assert take_handoff(small_handoff, result) == [raw(a * k) for k in range(4)]
+
+
+def test_decode_many_handoff_small_or_values_stay_inline(small_handoff: SidecarProcess) -> None:
+    small = [bytes(numcodecs.Zstd().encode(np.arange(10.0)))] * 3
+    result = call(small_handoff, "codec.decode_many", codec={"id": "zstd"}, items=small,
+                  handoff=True).unwrap()
+    assert result["items"] == [raw(np.arange(10.0))] * 3 and "shm" not in result
+    text = [bytes(numcodecs.VLenUTF8().encode(object_array(TEXT * 100)))] * 2
+    result = call(small_handoff, "codec.decode_many", codec={"id": "vlen-utf8"}, items=text,
+                  handoff=True).unwrap()
+    assert result["items"] == [TEXT * 100] * 2
+    # Without "handoff" the same large result comes inline.
+    items = [bytes(numcodecs.Zstd().encode(SMOOTH))] * 2
+    result = call(small_handoff, "codec.decode_many", codec={"id": "zstd"},
+                  items=items).unwrap()
+    assert result["items"] == [raw(SMOOTH)] * 2
+
+
+@pytest.mark.parametrize("params, code", [
+    # a frame whose header announces a size but whose body is garbage
+    ({"codec": {"id": "zstd"}, "items": "corrupt"}, "decode_failed"),
+    # the decoded size does not fit the declared dtype and shape
+    ({"codec": {"id": "zstd"}, "dtype": "float64", "shape": [999]}, "data_size_mismatch"),
+    ({"codec": {"id": "zlib"}, "dtype": "float64", "shape": [999]}, "data_size_mismatch"),
+])
+def test_a_failed_decode_many_handoff_leaves_no_segment(small_handoff: SidecarProcess,
+                                                        params: dict[str, Any],
+                                                        code: str) -> None:
+    codec = numcodecs.get_codec(params["codec"])
+    items = [bytes(codec.encode(SMOOTH))] * 3
+    if params.get("items") == "corrupt":
+        items[1] = items[1][:20] + bytes(len(items[1]) - 20)
+        params = {k: v for k, v in params.items() if k != "items"}
+    reply = call(small_handoff, "codec.decode_many", items=items, handoff=True, **params)
+    assert reply.code == code, reply.error
+    assert reply.error["details"]["index"] in (0, 1, 2)
+    assert own_segments(small_handoff) == set()
+    # and the sidecar goes on serving
+    ok = call(small_handoff, "codec.decode_many", codec={"id": "zstd"},
+              items=[bytes(numcodecs.Zstd().encode(SMOOTH))] * 4, handoff=True).unwrap()
+    assert take_handoff(small_handoff, ok) == [raw(SMOOTH)] * 4
+
+
+# --------------------------------------------------------------------------
 # Pipelines against zarr-python's own chunks
 
 

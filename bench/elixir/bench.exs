@@ -571,13 +571,16 @@ defmodule Bench do
     codec = codec_config(opts)
     batch = int(opts, "batch")
     in_flight = int(opts, "in_flight")
+    handoff = Map.get(opts, "handoff", true) in [true, "true"]
 
     # Calls of `batch` items, up to `in_flight` of them at once, results in order.
     decode_all = fn ->
       items
       |> Enum.chunk_every(batch)
       |> Task.async_stream(
-        fn group -> ZarrBridge.Codecs.decode_many!(codec, group, server: sidecar) end,
+        fn group ->
+          ZarrBridge.Codecs.decode_many!(codec, group, server: sidecar, handoff: handoff)
+        end,
         max_concurrency: in_flight,
         timeout: :infinity
       )

@@ -90,7 +90,7 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
     row_bytes = product(shape[1:]) * dtype.itemsize
     settings = call.context.settings
     if handoff and nbytes >= settings.handoff_threshold:
-        from pybridge.arrays.read import handoff_segment
+        from pybridge.handoff import handoff_segment
 
         with handoff_segment(call, nbytes) as seg:
             out = np.ndarray(shape, dtype=dtype, buffer=seg.buf)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, InvalidParams, TooLarge
 from pybridge.methods import Method
-from pybridge.params import Any_, Bin, Int, IntList, List, Map, Param, Str
+from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:
     from pybridge.call import Call
@@ -67,10 +67,11 @@ def _check_dtype(wire: Any) -> None:
         parse_dtype(wire)
 
 
-def _gather(call: Call, futures: list[Future[Any]]) -> list[Any]:
+def _gather(call: Call, futures: list[Future[Any]], indexed: bool = True) -> list[Any]:
     """Wait for every future; cancel the rest on the first failure or a cancel.
 
-    A BridgeError from item ``i`` gets ``details["index"] = i``.
+    With ``indexed``, a BridgeError from future ``i`` gets ``details["index"] = i``
+    (when the futures are the request's items, one each).
     """
     index = {f: i for i, f in enumerate(futures)}
     pending = set(futures)
@@ -80,7 +81,7 @@ def _gather(call: Call, futures: list[Future[Any]]) -> list[Any]:
             for f in done:
                 exc = f.exception()
                 if exc is not None:
-                    if isinstance(exc, BridgeError) and len(futures) > 1:
+                    if isinstance(exc, BridgeError) and indexed and len(futures) > 1:
                         exc.details.setdefault("index", index[f])
                     raise exc
             call.check_cancelled()
@@ -192,8 +193,113 @@ def codec_decode_many(call: Call) -> dict[str, Any]:
     allow = call.settings.allow_pickle
     get_codec(p["codec"], allow)
     _check_dtype(p["dtype"])
+    if p["handoff"]:
+        sizes = _decoded_sizes(p["codec"], p["items"], p["dtype"], p["shape"])
+        if sizes is not None and sum(sizes) >= call.settings.handoff_threshold:
+            return _decode_many_handoff(call, sizes)
     results = _run_many(call, tasks.decode, p["items"], p["codec"], p["dtype"], p["shape"], allow)
+    if p["handoff"] and not any(isinstance(r, list) for r in results):
+        total = sum(memoryview(r).nbytes for r in results)
+        if total >= call.settings.handoff_threshold:
+            return _items_handoff(call, results, total)
     return _reply_items(call, results)
+
+
+def _decoded_sizes(config: Any, items: list[Any], wire_dtype: Any,
+                   shape: list[int] | None) -> list[int] | None:
+    """Each item's decoded size, when all can be told before decoding; else None.
+
+    From ``dtype`` and ``shape`` when both are given, else from the codec's
+    header (zstd, blosc, lz4).
+    """
+    from pybridge import tasks
+    from pybridge.dtypes import is_variable, parse_dtype
+
+    if wire_dtype is not None:
+        dt = parse_dtype(wire_dtype)
+        if is_variable(dt):
+            return None
+        if shape is not None:
+            n = 1
+            for d in shape:
+                n *= d
+            return [n * dt.itemsize] * len(items)
+    sizes = []
+    for item in items:
+        size = tasks.decoded_size(config["id"], item)
+        if size is None:
+            return None
+        sizes.append(size)
+    return sizes
+
+
+def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
+    """Decode every item straight into one handoff segment, at its offset.
+
+    The items are cut into one run per worker (of about equal decoded size),
+    so a request costs a round trip per worker, not per item.
+    """
+    from pybridge import tasks
+    from pybridge.handoff import handoff_segment
+
+    p = call.params
+    items = p["items"]
+    pool = call.context.pool
+    total = sum(sizes)
+    offsets = [0] * len(sizes)
+    for k in range(1, len(sizes)):
+        offsets[k] = offsets[k - 1] + sizes[k - 1]
+    with handoff_segment(call, total) as seg:
+        futures: list[Future[Any]] = []
+        try:
+            for a, b in _runs(sizes, pool.size):
+                call.check_cancelled()
+                futures.append(pool.submit(
+                    tasks.decode_batch, p["codec"], p["dtype"], p["shape"],
+                    call.settings.allow_pickle, [len(x) for x in items[a:b]], a, seg.path,
+                    offsets[a:b], sizes[a:b], payload=items[a:b]))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise
+        try:
+            _gather(call, futures, indexed=False)
+        finally:
+            wait(futures)  # no worker may write into the segment once it is unlinked
+    return {"shm": {"path": seg.path, "bytes": total}, "sizes": sizes}
+
+
+def _runs(sizes: list[int], parts: int) -> list[tuple[int, int]]:
+    """Cut ``range(len(sizes))`` into at most ``parts`` runs of about equal total size."""
+    n = len(sizes)
+    parts = max(1, min(parts, n))
+    total = sum(sizes)
+    runs: list[tuple[int, int]] = []
+    start, acc = 0, 0
+    for k, size in enumerate(sizes):
+        acc += size
+        left = parts - len(runs) - 1  # runs still to make after this one
+        if left and (acc * parts >= total * (len(runs) + 1) or n - k - 1 == left):
+            runs.append((start, k + 1))
+            start = k + 1
+    runs.append((start, n))
+    return [r for r in runs if r[0] < r[1]]
+
+
+def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]:
+    """Copy decoded items (whose sizes were not known up front) into one handoff segment."""
+    from pybridge.handoff import handoff_segment
+
+    sizes = []
+    with handoff_segment(call, total) as seg:
+        offset = 0
+        for r in results:
+            view = memoryview(r).cast("B")
+            seg.buf[offset:offset + view.nbytes] = view
+            offset += view.nbytes
+            sizes.append(view.nbytes)
+    return {"shm": {"path": seg.path, "bytes": total}, "sizes": sizes}
 
 
 def _pipeline_spec(call: Call, *, encode: bool) -> dict[str, Any]:
@@ -285,7 +391,8 @@ METHODS: list[Method] = [
     Method("codec.encode_many", codec_encode_many, {
         "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE}),
     Method("codec.decode_many", codec_decode_many, {
-        "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE}),
+        "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE,
+        "handoff": Bool(required=False, default=False)}),
     Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES}),
     Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE),
 ]

@@ -196,16 +196,27 @@ defmodule ZarrBridge.Codecs do
 
   @doc """
   Decodes each binary of `items` with `codec`, spread over the sidecar's
-  workers; the results are in input order. Options as for `decode/3`.
+  workers; the results are in input order. Options as for `decode/3`, and:
+
+    * `handoff:` - `true` (the default) lets the sidecar hand large results
+      (4 MiB or more in all, its `handoff_threshold`) over through one
+      shared-memory file instead of the pipe; the results are then
+      sub-binaries of one binary that this call reads. `false` always uses
+      the pipe, so the results must then fit in one frame.
   """
-  @spec decode_many(codec, [binary], keyword) :: {:ok, [binary]} | {:error, Error.t()}
+  @spec decode_many(codec, [binary], keyword) :: {:ok, [binary | list]} | {:error, Error.t()}
   def decode_many(codec, items, opts \\ []) when is_list(items) do
-    check_opts!(opts, [:dtype, :shape | @common])
-    many("codec.decode_many", codec, items, opts)
+    check_opts!(opts, [:dtype, :shape, :handoff | @common])
+
+    case Keyword.get(opts, :handoff, true) do
+      true -> many("codec.decode_many", codec, items, Keyword.delete(opts, :handoff), true)
+      false -> many("codec.decode_many", codec, items, Keyword.delete(opts, :handoff))
+      other -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
+    end
   end
 
   @doc "Like `decode_many/3`, but raises `ZarrBridge.Error`."
-  @spec decode_many!(codec, [binary], keyword) :: [binary]
+  @spec decode_many!(codec, [binary], keyword) :: [binary | list]
   def decode_many!(codec, items, opts \\ []), do: bang(decode_many(codec, items, opts))
 
   @doc """
@@ -263,18 +274,41 @@ defmodule ZarrBridge.Codecs do
     }
   end
 
-  defp many(method, codec, items, opts) do
+  defp many(method, codec, items, opts, handoff \\ false) do
     with {:ok, params} <- codec_params(codec, opts),
          params = Map.put(params, "items", Enum.map(items, &{:bin, &1})),
+         params = if(handoff, do: Map.put(params, "handoff", true), else: params),
          {:ok, result} <- call(method, params, nil, opts) do
+      count = length(items)
+
       case result do
-        %{"items" => out} when is_list(out) and length(out) == length(items) ->
-          {:ok, Enum.map(out, fn {:bin, item} -> item end)}
+        %{"items" => out} when is_list(out) and length(out) == count ->
+          {:ok, Enum.map(out, &plain/1)}
+
+        # A handoff: one binary holding every item, cut by "sizes".
+        %{"data" => {:bin, data}, "sizes" => sizes} when length(sizes) == count ->
+          split_items(data, sizes, result)
 
         other ->
           unexpected(other)
       end
     end
+  end
+
+  # Sub-binaries of `data`: no copies.
+  defp split_items(data, sizes, result) do
+    {items, rest} =
+      Enum.map_reduce(sizes, 0, fn
+        size, offset
+        when is_integer(size) and size >= 0 and offset >= 0 and
+               offset + size <= byte_size(data) ->
+          {binary_part(data, offset, size), offset + size}
+
+        _size, _offset ->
+          {nil, -1}
+      end)
+
+    if rest == byte_size(data), do: {:ok, items}, else: unexpected(result)
   end
 
   defp codec_params(codec, opts) do

@@ -1173,22 +1173,18 @@ defmodule ZarrBridge.Sidecar do
   defp deliver(ref, message), do: reply(ref, message)
 
   defp read_handoff(result, path, bytes) do
-    read = File.read(path)
-    _ = File.rm(path)
+    read = read_raw(path, bytes)
+    _ = :file.delete(path, [:raw])
 
     case read do
       {:ok, data} when byte_size(data) == bytes ->
         {:ok, Map.put(result, "data", {:bin, data})}
 
       {:ok, data} ->
-        {:error,
-         %Error{
-           code: :invalid_message,
-           message:
-             "the shared-memory handoff #{path} holds #{byte_size(data)} bytes, " <>
-               "the result announced #{bytes}",
-           details: %{path: path, bytes: byte_size(data), expected: bytes}
-         }}
+        wrong_handoff_size(path, "#{byte_size(data)}", bytes)
+
+      {:longer, _} ->
+        wrong_handoff_size(path, "more than #{bytes}", bytes)
 
       {:error, posix} ->
         {:error,
@@ -1197,6 +1193,45 @@ defmodule ZarrBridge.Sidecar do
            message: "cannot read the shared-memory handoff #{path}: #{:file.format_error(posix)}",
            details: %{path: path, reason: posix}
          }}
+    end
+  end
+
+  defp wrong_handoff_size(path, held, bytes) do
+    {:error,
+     %Error{
+       code: :invalid_message,
+       message:
+         "the shared-memory handoff #{path} holds #{held} bytes, the result announced #{bytes}",
+       details: %{path: path, bytes: held, expected: bytes}
+     }}
+  end
+
+  # A raw file is read by this process itself (File.read/1 would go through
+  # the :file_server process, which would then hold the large binary until
+  # its next garbage collection). A file longer than announced is noticed
+  # by reading on.
+  defp read_raw(path, bytes) do
+    with {:ok, fd} <- :file.open(path, [:read, :raw, :binary]) do
+      try do
+        with {:ok, data} <- read_exactly(fd, bytes),
+             :eof <- :file.read(fd, 1) do
+          {:ok, data}
+        else
+          {:ok, _more} -> {:longer, bytes}
+          {:error, _} = error -> error
+        end
+      after
+        :file.close(fd)
+      end
+    end
+  end
+
+  defp read_exactly(_fd, 0), do: {:ok, ""}
+
+  defp read_exactly(fd, bytes) do
+    case :file.read(fd, bytes) do
+      :eof -> {:ok, ""}
+      other -> other
     end
   end
 

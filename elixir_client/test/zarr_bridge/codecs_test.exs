@@ -328,6 +328,48 @@ defmodule ZarrBridge.CodecsTest do
       assert Codecs.encode_many(:zlib, []) == {:ok, []}
     end
 
+    test "decode_many hands a large result over through shared memory, or by pipe" do
+      sidecar = start_supervised!({ZarrBridge.Sidecar, workers: 2, name: nil})
+      os_pid = ZarrBridge.Sidecar.os_pid(sidecar)
+      leftovers = fn -> Path.wildcard("/dev/shm/pybridge-#{os_pid}-read-*") end
+      # 6 MiB in all: over the sidecar's default handoff threshold (4 MiB).
+      items = for k <- 1..6, do: typed(:float64, 131_072) <> <<k::64>>
+
+      for codec <- [:zstd, {:blosc, cname: "zstd", shuffle: :shuffle}, :zlib] do
+        encoded = Codecs.encode_many!(codec, items, server: sidecar, timeout: 120_000)
+        opts = [server: sidecar, timeout: 120_000]
+        assert Codecs.decode_many(codec, encoded, opts) == {:ok, items}
+        assert Codecs.decode_many(codec, encoded, [handoff: false] ++ opts) == {:ok, items}
+        assert leftovers.() == []
+      end
+
+      # With dtype and shape every size is known, whatever the codec.
+      arrays = for k <- 1..5, do: typed(:int64, 131_072 + k)
+      {:ok, encoded} = Codecs.encode_many(:zlib, arrays, server: sidecar)
+
+      # (every item is too long; the first to fail is named)
+      assert {:error, %Error{code: :data_size_mismatch, details: %{"index" => index}}} =
+               Codecs.decode_many(:zlib, encoded, dtype: :int64, shape: {131_072}, server: sidecar)
+
+      assert index in 0..4
+
+      assert Codecs.decode_many(:zlib, Enum.take(encoded, 1),
+               dtype: :int64,
+               shape: {131_073},
+               server: sidecar
+             ) == {:ok, Enum.take(arrays, 1)}
+
+      assert leftovers.() == []
+      assert_raise ArgumentError, fn -> Codecs.decode_many(:zlib, encoded, handoff: :yes) end
+    end
+
+    test "decode_many of variable-length values gives lists" do
+      {:ok, enc} = Codecs.encode(:vlen_utf8, {:values, ["a", "", "héllo"]})
+
+      assert Codecs.decode_many(:vlen_utf8, [enc, enc]) ==
+               {:ok, [["a", "", "héllo"], ["a", "", "héllo"]]}
+    end
+
     test "decode with dtype and shape checks the size" do
       {:ok, enc} = Codecs.encode(:zlib, typed(:int16, 10))
       assert Codecs.decode(:zlib, enc, dtype: :int16, shape: {10}) == {:ok, typed(:int16, 10)}
