@@ -1167,15 +1167,19 @@ defmodule ZarrBridge.Sidecar do
   # process does not wait for a large read, and the file goes away even when
   # the caller has given up and its alias drops the reply.
   defp deliver(ref, {:shm, result, path, bytes}) do
-    spawn(fn -> reply(ref, read_handoff(result, path, bytes)) end)
+    spawn(fn ->
+      read = read_raw(path, bytes)
+      reply(ref, handoff_result(result, path, bytes, read))
+      # Removing the file frees its pages, which takes a while for a large
+      # one (about 30 ms for 256 MiB): done after the reply, off the
+      # caller's path.
+      _ = :file.delete(path, [:raw])
+    end)
   end
 
   defp deliver(ref, message), do: reply(ref, message)
 
-  defp read_handoff(result, path, bytes) do
-    read = read_raw(path, bytes)
-    _ = :file.delete(path, [:raw])
-
+  defp handoff_result(result, path, bytes, read) do
     case read do
       {:ok, data} when byte_size(data) == bytes ->
         {:ok, Map.put(result, "data", {:bin, data})}
