@@ -7,8 +7,9 @@ Three paths, chosen by the result's size:
 - *streamed*: the selection is cut into bands of whole chunk rows along
   axis 0 (a few MiB each). The workers decode one band into a reused
   shared-memory buffer while the handler sends the previous band as
-  ``stream.data`` frames, so at most two bands are in flight and the
-  sidecar's memory stays bounded whatever the selection's size;
+  ``stream.data`` frames, straight from the buffer's file with
+  ``sendfile``: at most two bands are in flight, and the band's pages never
+  enter the sidecar's own memory, whatever the selection's size;
 - *handoff*: with ``handoff: true`` and a result of at least the handoff
   threshold, the workers decode straight into one fresh segment, which is
   handed to the client (who reads and unlinks it).
@@ -176,7 +177,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
         if inline:
             result["data"] = result.get("data", b"") + bytes(seg.buf[:size])
         else:
-            call.send_data(seg.buf[:size])
+            call.send_file(seg.path, 0, size)
         free.append(seg)
 
     try:
