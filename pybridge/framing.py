@@ -39,9 +39,13 @@ _F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 #: Bytes of an oversized body kept to recover the request id.
 _PEEK_BYTES = 64
-#: Starting size of the read buffer; it grows for a large frame and shrinks
-#: back once that frame has been handed out.
-_BUFFER_BYTES = 256 * 1024
+#: Starting size of the read buffer: room for several upload frames (256 KiB
+#: of data each, plus their envelope) per ``readv``. It grows for a large
+#: frame, and shrinks back once the buffer empties only when it grew past
+#: :data:`_KEEP_BYTES`: a buffer that is reallocated for every frame costs
+#: fresh, zero-filled pages each time.
+_BUFFER_BYTES = 1 << 20
+_KEEP_BYTES = 8 << 20
 #: Below this total size a frame is joined and written with one ``os.write``.
 _JOIN_BELOW = 16 * 1024
 
@@ -97,8 +101,8 @@ class FrameReader:
         the input ended cleanly between frames; an end in the middle of a
         frame raises :class:`TruncatedFrame`.
         """
-        if self._start == self._end and len(self._buf) > _BUFFER_BYTES:
-            self._reset_buffer()  # the last frame was large: give the memory back
+        if self._start == self._end and len(self._buf) > _KEEP_BYTES:
+            self._reset_buffer()  # the last frame was very large: give the memory back
         if not self._fill(4):
             if self._end == self._start:
                 return None

@@ -96,14 +96,21 @@ def test_zero_length_frame_is_an_empty_body(pipe):
 
 
 def test_large_frame_grows_the_buffer_then_gives_it_back(pipe):
+    """A buffer grown past 8 MiB shrinks back; a smaller one is kept for the next frame."""
     r, w = pipe
-    big = os.urandom(5 * 1024 * 1024)
-    write_in_thread(w, frame(big) + frame(b"after"), pieces=37)
-    reader = FrameReader(r, 8 * 1024 * 1024)
+    big = os.urandom(12 * 1024 * 1024)
+    medium = os.urandom(3 * 1024 * 1024)
+    write_in_thread(w, frame(big) + frame(b"after") + frame(medium) + frame(b"end"), pieces=37)
+    reader = FrameReader(r, 16 * 1024 * 1024)
     assert bytes(reader.read()) == big
     assert bytes(reader.read()) == b"after"
+    assert len(reader._buf) <= 1024 * 1024
+    assert bytes(reader.read()) == medium
+    grown = len(reader._buf)
+    assert grown >= len(medium)
+    assert bytes(reader.read()) == b"end"
+    assert len(reader._buf) == grown
     assert reader.read() is None
-    assert len(reader._buf) <= 256 * 1024
 
 
 def test_many_frames_crossing_the_buffer_end(pipe):
@@ -117,7 +124,7 @@ def test_many_frames_crossing_the_buffer_end(pipe):
 def test_oversized_frame_is_discarded_without_allocation(pipe):
     r, w = pipe
     limit = 4096
-    request = msgpack.packb([0, 77, "echo", {"data": b"x" * 2_000_000}], use_bin_type=True)
+    request = msgpack.packb([0, 77, "echo", {"data": b"x" * 4_000_000}], use_bin_type=True)
     write_in_thread(w, frame(request) + frame(b"next"), pieces=13)
     reader = FrameReader(r, limit)
     over = reader.read()
@@ -125,7 +132,7 @@ def test_oversized_frame_is_discarded_without_allocation(pipe):
     assert over.length == len(request)
     assert over.head == request[:64]
     assert protocol.peek_request_id(over.head) == 77
-    assert len(reader._buf) <= 256 * 1024  # the 2 MB body was never stored
+    assert len(reader._buf) <= 1024 * 1024  # the 4 MB body was never stored
     assert bytes(reader.read()) == b"next"
     assert reader.read() is None
 
