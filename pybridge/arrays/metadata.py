@@ -489,6 +489,10 @@ def _build_v3(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool,
         token=json.dumps([3, engine, filters, compressors, stored], default=repr),
         roots=ref.roots, meta_json=meta_json,
     )
+    if engine == "zarr":
+        from pybridge.arrays.shards import with_shard_layout
+
+        spec = with_shard_layout(spec, codecs, _v3_plan, native)
     return ArrayMeta(ref, 3, sig, shape, native, wire, spec, md)
 
 

@@ -11,7 +11,10 @@ picklable description built by :mod:`pybridge.arrays.metadata`:
   bytes-to-bytes codecs (``gzip``, ``zstd``, ``blosc``, ``crc32c`` and the
   ``numcodecs.*`` ones);
 - engine ``"zarr"``: anything else (sharding, transpose, ...): zarr-python
-  itself reads and writes the region, inside the worker.
+  itself reads and writes the region, inside the worker. A sharded array
+  whose inner chunks are of the simple v3 kind also carries a
+  :class:`~pybridge.arrays.shards.ShardLayout`: its reads are done by hand
+  (:mod:`pybridge.arrays.shards`), its writes by zarr-python.
 
 Chunk files are read straight from the filesystem and written atomically (a
 temporary file in the same directory, then :func:`os.replace`). When the
@@ -37,6 +40,8 @@ from pybridge.errors import DecodeFailed, EncodeFailed, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from pybridge.arrays.shards import ShardLayout
 
 __all__ = [
     "ChunkSpec",
@@ -72,7 +77,9 @@ class ChunkSpec:
     order (v2: the compressor alone; v3: the bytes-to-bytes codecs).
     ``token`` identifies the codec setup, for caches. ``roots`` are the
     allowed roots (resolved; empty when unconfined) and ``meta_json`` the
-    array's metadata document, for zarr-python in the workers.
+    array's metadata document, for zarr-python in the workers. ``shard``,
+    for an engine ``"zarr"`` sharded array, says how to read its shards by
+    hand (None: zarr-python reads them).
     """
 
     dir: str
@@ -93,6 +100,7 @@ class ChunkSpec:
     token: str
     roots: tuple[str, ...] = ()
     meta_json: str = "{}"
+    shard: ShardLayout | None = None
 
     def chunk_path(self, index: tuple[int, ...]) -> str:
         """The chunk's file (``index`` may carry the 0-d array's extra axis).

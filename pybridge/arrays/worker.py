@@ -129,7 +129,18 @@ def _reshape_0d(spec: ChunkSpec, arr: np.ndarray) -> np.ndarray:
 
 
 def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> int:
-    """Decode ``parts`` into ``out`` (the band). Returns chunks read."""
+    """Decode ``parts`` into ``out`` (the band). Returns chunks read.
+
+    A sharded array with a :class:`~pybridge.arrays.shards.ShardLayout` is
+    read by hand, shard by shard (:func:`~pybridge.arrays.shards.fill_shard`);
+    other ``"zarr"``-engine arrays through zarr-python.
+    """
+    if spec.shard is not None:
+        from pybridge.arrays.shards import fill_shard
+
+        for p in parts:
+            fill_shard(out[_out_slices(p)], spec, p)
+        return len(parts)
     if spec.engine == "zarr":
         z = _zarr_array(spec, writable=False)
         for p in parts:
