@@ -23,24 +23,41 @@ bound. While it blocks, the reader reads no other frame, so a handler must
 consume its upload promptly and must never wait for another request. The
 reader stops waiting, and drops the piece, as soon as the call is cancelled
 or finished, so a handler that fails early cannot wedge the channel.
+
+*Upload handoff.* A request may instead carry ``"shm": {"path", "bytes"}``:
+the client wrote the payload into a file of its own under this sidecar's
+shared-memory prefix (PROTOCOL.md §3). :meth:`Call.upload_file` checks the
+file and opens it (:class:`UploadFile`), and :meth:`Call.upload` then yields
+its mapped bytes, so handlers that iterate the upload serve both forms. The
+file is unlinked when the call finishes, whatever the path: success, error,
+or a cancel (also of a call that never ran).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Union
 
-from pybridge.errors import Cancelled, InvalidParams
+from pybridge.errors import (
+    Cancelled,
+    DataSizeMismatch,
+    ForbiddenPath,
+    InvalidParams,
+    TooLarge,
+)
 from pybridge.protocol import stream_data_parts
 
 if TYPE_CHECKING:
     from pybridge.context import SidecarContext
     from pybridge.framing import FrameWriter
     from pybridge.settings import Settings
+    from pybridge.shm import Segment
 
-__all__ = ["UPLOAD_QUEUE_FRAMES", "Call"]
+__all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadFile", "upload_file_path"]
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -70,12 +87,14 @@ class Call:
     """
 
     __slots__ = (
+        "_finished",
+        "_shm",
+        "_shm_path",
         "_upload",
         "_upload_bytes",
         "_writer",
         "cancelled",
         "context",
-        "finished",
         "id",
         "method",
         "params",
@@ -92,14 +111,18 @@ class Call:
         self.context = context
         #: Set when the client cancels the request (or the sidecar stops).
         self.cancelled = _NEVER_CANCELLED if inline else threading.Event()
-        #: Set by the server when the handler has returned or raised.
-        self.finished = False
+        self._finished = False
         self.streamed = False
         self.stream_frames = 0
         self.stream_bytes = 0
         self._writer = writer
         self._upload: queue.Queue[bytes] | None = None
         self._upload_bytes = 0
+        self._shm: UploadFile | None = None
+        # The upload handoff's file, when its name is one this sidecar may
+        # remove; unlinked when the call finishes, even if it never ran.
+        shm = params.get("shm")
+        self._shm_path = upload_file_path(shm.get("path")) if isinstance(shm, dict) else None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.method}>"
@@ -107,6 +130,17 @@ class Call:
     @property
     def settings(self) -> Settings:
         return self.context.settings
+
+    @property
+    def finished(self) -> bool:
+        """Set by the server when the handler has returned or raised (or was skipped)."""
+        return self._finished
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        self._finished = value
+        if value and self._shm_path is not None:
+            self._drop_upload_file()
 
     def check_cancelled(self) -> None:
         """Raise :class:`~pybridge.errors.Cancelled` if the request was cancelled."""
@@ -186,8 +220,47 @@ class Call:
 
     @property
     def upload_bytes(self) -> int | None:
-        """The size the request declared for its upload, or None if it has none."""
-        return self._upload_bytes if self._upload is not None else None
+        """The size the request declared for its upload (a stream, or a
+        handoff file), or None if it has none."""
+        if self._upload is not None:
+            return self._upload_bytes
+        shm = self.params.get("shm")
+        if isinstance(shm, dict):
+            return _shm_param(shm)[1]
+        return None
+
+    @property
+    def has_upload_file(self) -> bool:
+        """Whether the request's payload is an upload handoff (``"shm"``)."""
+        return isinstance(self.params.get("shm"), dict)
+
+    def upload_file(self) -> UploadFile:
+        """The request's upload handoff file, checked and opened (once).
+
+        Raises ``InvalidParams`` when the request has none or its ``shm``
+        map is malformed, ``ForbiddenPath`` for a path outside this
+        sidecar's prefix, a symlink, or a file another user could open,
+        ``InvalidParams`` for anything but a regular file,
+        ``DataSizeMismatch`` when its size is not the declared one and
+        ``TooLarge`` past ``max_request_bytes``.
+        """
+        if self._shm is None:
+            shm = self.params.get("shm")
+            if not isinstance(shm, dict):
+                raise InvalidParams("this request carries no upload file", param="shm",
+                                    expected="map")
+            self._shm = UploadFile.open(shm, self.context.settings.max_request_bytes)
+        return self._shm
+
+    def _drop_upload_file(self) -> None:
+        """Unlink the upload handoff file (and close it, after the reply is on its way)."""
+        path, self._shm_path = self._shm_path, None
+        f, self._shm = self._shm, None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if f is not None:
+            f.close_later()
 
     def expect_upload(self, total: int) -> None:
         """Server side: this request announced ``"stream": {"bytes": total}``."""
@@ -220,6 +293,9 @@ class Call:
         """
         q = self._upload
         if q is None:
+            if self.has_upload_file:
+                yield from self.upload_file().pieces()
+                return
             raise InvalidParams("this request carries no upload stream",
                                 param="stream", expected="map")
         total = self._upload_bytes
@@ -241,3 +317,138 @@ class Call:
     def read_upload(self) -> bytes:
         """The whole upload joined into one bytes object (for small uploads)."""
         return b"".join(self.upload())
+
+
+# -- the upload handoff ---------------------------------------------------------
+
+def _shm_param(shm: dict[str, Any]) -> tuple[str, int]:
+    """``(path, bytes)`` of a request's ``shm`` map, checked for shape only."""
+    path, nbytes = shm.get("path"), shm.get("bytes")
+    if (set(shm) != {"path", "bytes"} or not isinstance(path, str)
+            or type(nbytes) is not int or nbytes < 0):
+        raise InvalidParams("param 'shm' must be {\"path\": str, \"bytes\": int >= 0}",
+                            param="shm", expected="{path: str, bytes: int >= 0}")
+    return path, nbytes
+
+
+def upload_file_path(path: Any) -> str | None:
+    """``path`` when it names a file this sidecar may take as an upload, else None.
+
+    The rule is the one clients apply to read handoffs: exactly
+    ``/dev/shm/pybridge-<this sidecar's pid>-`` followed by a name without
+    ``/`` (and without NUL).
+    """
+    from pybridge import shm
+
+    if not isinstance(path, str):
+        return None
+    prefix = f"{shm.SHM_DIR}/{shm.PREFIX}{shm.sidecar_pid()}-"
+    if not path.startswith(prefix) or len(path) == len(prefix):
+        return None
+    rest = path[len(prefix):]
+    if "/" in rest or "\0" in rest:
+        return None
+    return path
+
+
+class UploadFile:
+    """An upload handoff file, checked and opened read-only.
+
+    ``fd`` stays open until :meth:`close_later`, so the file's memory is
+    freed off the reply's path (the unlink itself is then cheap). Workers
+    map the file by :attr:`path`; the sidecar maps it only for
+    :meth:`pieces`.
+    """
+
+    __slots__ = ("_closed", "_seg", "fd", "path", "size")
+
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self._seg: Segment | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"UploadFile({self.path!r}, size={self.size})"
+
+    @classmethod
+    def open(cls, shm: dict[str, Any], limit: int | None) -> UploadFile:
+        """Check the request's ``shm`` map and open its file (see :meth:`Call.upload_file`)."""
+        import stat
+
+        path, nbytes = _shm_param(shm)
+        if limit is not None and nbytes > limit:
+            raise TooLarge(f"an upload of {nbytes} bytes is over the per-request limit of "
+                           f"{limit} bytes", bytes=nbytes, limit=limit)
+        if upload_file_path(path) is None:
+            from pybridge import shm as shm_
+
+            raise ForbiddenPath(
+                f"an upload file must be /dev/shm/{shm_.PREFIX}{shm_.sidecar_pid()}-<name>, "
+                f"got {path!r}", param="shm", path=path)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise InvalidParams(f"the upload file {path} does not exist", param="shm",
+                                expected="an existing file") from None
+        except OSError as e:
+            if os.path.islink(path):
+                raise ForbiddenPath(f"the upload file {path} is a symlink", param="shm",
+                                    path=path) from None
+            raise InvalidParams(f"cannot open the upload file {path}: {e.strerror or e}",
+                                param="shm", expected="a readable regular file") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidParams(f"the upload file {path} is not a regular file",
+                                    param="shm", expected="a regular file")
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise ForbiddenPath(
+                    f"the upload file {path} must belong to this user with mode 0600 "
+                    f"(owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})",
+                    param="shm", path=path)
+            if st.st_size != nbytes:
+                raise DataSizeMismatch(
+                    f"the upload file {path} holds {st.st_size} bytes, the request "
+                    f"declared {nbytes}", expected=nbytes, got=st.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, nbytes)
+
+    def segment(self) -> Segment:
+        """The file mapped read-only in this process (mapped once)."""
+        import mmap
+
+        from pybridge.shm import Segment
+
+        if self._seg is None:
+            mm = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ) if self.size else None
+            self._seg = Segment(self.path, self.size, mm, owner=False)
+        return self._seg
+
+    def pieces(self) -> Iterator[memoryview]:
+        """The file's bytes, as one read-only view (none when it is empty)."""
+        if self.size:
+            yield self.segment().buf
+
+    def close_later(self) -> None:
+        """Unmap now, and close the descriptor on a short-lived thread.
+
+        Closing the last reference to a large file in ``/dev/shm`` frees its
+        pages, which takes a while (about 25 ms for 256 MiB): not on the
+        path of the reply.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._seg is not None:
+            self._seg.close()
+            self._seg = None
+        if self.size < (4 << 20):
+            os.close(self.fd)
+            return
+        threading.Thread(target=os.close, args=(self.fd,), name="pybridge-upload-close",
+                         daemon=True).start()

@@ -533,14 +533,25 @@ defmodule Bench do
     zeros = List.duplicate(0, tuple_size(nd.shape)) |> List.to_tuple()
     [warmup | targets] = opts |> Map.fetch!("targets") |> String.split(",")
 
+    # handoff=true|false is passed on; handoff=default leaves the option out.
+    write_opts =
+      case Map.get(opts, "handoff", "default") do
+        "default" -> []
+        flag -> [handoff: flag == "true"]
+      end
+
     write = fn target ->
       {:ok, array} =
         ZarrBridge.open(storage: :filesystem, path: target, mode: :"r+", server: sidecar)
 
       :erlang.garbage_collect()
-      {ns, :ok} = time(fn -> ZarrBridge.Array.write(array, nd, start: zeros) end)
+      {ns, :ok} = time(fn -> ZarrBridge.Array.write(array, nd, [start: zeros] ++ write_opts) end)
       ns
     end
+
+    # The bytes written to the sidecar's port: tells a handoff from a pipe upload.
+    port = sidecar_port(sidecar)
+    port_out = fn -> elem(Port.info(port, :output), 1) end
 
     ns = write.(warmup)
     emit(%{job: opts["job"], run: 0, warmup: true, seconds: ns / 1.0e9, target: warmup})
@@ -552,10 +563,12 @@ defmodule Bench do
       |> Enum.with_index(1)
       |> Enum.reduce(%{}, fn {target, r}, cpu ->
         sync(opts, r)
+        out0 = port_out.()
         before = Bench.Cpu.snapshot(watched)
         ns = write.(target)
         cpu = Bench.Cpu.add(cpu, before, Bench.Cpu.snapshot(watched))
-        emit(%{job: opts["job"], run: r, seconds: ns / 1.0e9, target: target})
+        piped = port_out.() - out0
+        emit(%{job: opts["job"], run: r, seconds: ns / 1.0e9, target: target, pipe_bytes: piped})
         cpu
       end)
 

@@ -10,19 +10,22 @@ whose ``out`` corners are relative to the band.
 - :func:`write_parts` builds each chunk (whole from the band, or
   read-modify-write for a partial chunk), encodes it and writes the file;
   a chunk that ends up all fill value is deleted instead, as zarr-python does
-  by default (``write_empty_chunks=False``).
+  by default (``write_empty_chunks=False``);
+- :func:`write_parts_from` does the same from a band of a client's upload
+  handoff file, which it maps read-only.
 
 The caller holds the per-chunk locks for writes.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pybridge.arrays.chunks import ChunkPart
+from pybridge.arrays.chunks import ChunkPart, product
 from pybridge.arrays.pipeline import (
     ChunkSpec,
     can_decode_into,
@@ -41,7 +44,8 @@ if TYPE_CHECKING:
 
     from pybridge.shm import Segment
 
-__all__ = ["band_view", "fill_parts", "read_parts", "store_parts", "write_parts"]
+__all__ = ["band_view", "fill_parts", "read_parts", "read_parts_to_file", "store_parts",
+           "write_parts", "write_parts_from"]
 
 _SEGMENTS: OrderedDict[str, Segment] = OrderedDict()
 #: Mappings kept between tasks (band buffers are reused by the sidecar, so
@@ -173,8 +177,14 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
     import numpy as np
 
     if spec.engine == "zarr":
-        z = _zarr_array(spec, writable=True)
+        z = None
+        by_hand = getattr(spec, "shard", None) is not None
         for p in parts:
+            if by_hand and p.full:
+                _store_shard(src[_out_slices(p)], spec, p)
+                continue
+            if z is None:
+                z = _zarr_array(spec, writable=True)
             value = np.ascontiguousarray(src[_out_slices(p)])
             if spec.grid:
                 z[_array_box(spec, p)] = value
@@ -204,12 +214,83 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
                     raise
         if not (p.full and tuple(p.hi) == grid):
             chunk[region] = src[_out_slices(p)]
-        if is_fill(chunk, spec.fill):
+        if _maybe_fill(chunk, spec.fill) and is_fill(chunk, spec.fill):
             remove_chunk_file(path)
             continue
         write_chunk_file(path, encode_chunk(spec, chunk.reshape(spec.grid)))
         written += 1
     return written
+
+
+def _store_shard(region: np.ndarray, spec: ChunkSpec, part: ChunkPart) -> None:
+    """Write one whole shard by hand (``spec.shard`` says how it is laid out).
+
+    ``region`` is the shard's data as far as the array extends; past the
+    edge the shard is padded with the fill value. Each inner chunk is encoded
+    with the inner codecs; inner chunks that are all fill value are not
+    stored, and a shard with none left is deleted, as zarr-python does
+    (``write_empty_chunks=False``). The inner chunks are stored in C order
+    of the shard's inner grid, followed (or preceded) by the index: an
+    (offset, nbytes) pair per inner chunk, then its CRC-32C when the index
+    codecs say so. A shard that is only partly written goes through
+    zarr-python instead (see :func:`store_parts`).
+    """
+    import itertools
+    import struct
+
+    import numpy as np
+
+    from pybridge.arrays.shards import EMPTY
+
+    layout = spec.shard
+    assert layout is not None
+    grid = tuple(spec.grid)
+    if region.shape != grid:  # an edge shard
+        shard = np.full(grid, spec.fill, dtype=region.dtype)
+        shard[tuple(slice(0, n) for n in region.shape)] = region
+    else:
+        shard = region
+    per = layout.per_shard(grid)
+    count = product(per)
+    index = np.full((count, 2), EMPTY, dtype=layout.index_dtype)
+    pieces: list[bytes] = []
+    offset = 0 if layout.index_at_end else layout.index_nbytes(count)
+    try:
+        for k, idx in enumerate(itertools.product(*(range(n) for n in per))):
+            box = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, layout.chunks))
+            inner = shard[box]
+            if layout.transpose is not None:
+                inner = inner.transpose(layout.transpose)
+            inner = np.ascontiguousarray(inner)
+            if _maybe_fill(inner, spec.fill) and is_fill(inner, spec.fill):
+                continue
+            data = encode_chunk(layout.inner, inner)
+            index[k] = (offset, len(data))
+            offset += len(data)
+            pieces.append(data)
+    except BridgeError as e:
+        e.details.setdefault("chunk", spec.chunk_name(part.coords))
+        raise
+    path = spec.chunk_path(part.coords)
+    if not pieces:
+        remove_chunk_file(path)
+        return
+    head = index.tobytes()
+    if layout.index_crc:
+        import google_crc32c
+
+        head += struct.pack("<I", google_crc32c.value(head))
+    if layout.index_at_end:
+        pieces.append(head)
+    else:
+        pieces.insert(0, head)
+    write_chunk_file(path, b"".join(pieces))
+
+
+def _maybe_fill(chunk: np.ndarray, fill: Any) -> bool:
+    """False when the chunk's first element already differs from the fill
+    value (then the whole-chunk check of :func:`is_fill` is not needed)."""
+    return chunk.size == 0 or is_fill(chunk.reshape(-1)[:1], fill)
 
 
 def read_parts(payload: Any, spec: ChunkSpec, seg_path: str, offset: int,
@@ -219,11 +300,109 @@ def read_parts(payload: Any, spec: ChunkSpec, seg_path: str, offset: int,
                     lambda band: fill_parts(band, spec, parts))
 
 
+def _store_error(e: OSError) -> NoReturn:
+    """Raise StoreError for an OSError from store I/O, unless it is a
+    BridgeError already (some are OSErrors too): then re-raise it as it is."""
+    if isinstance(e, BridgeError):
+        raise e
+    raise StoreError(f"{type(e).__name__}: {e}") from e
+
+
+#: A worker keeps its band buffer for the next task up to this size.
+_BAND_KEEP_BYTES = 64 << 20
+_band_buffer = bytearray()
+
+
+def read_parts_to_file(payload: Any, spec: ChunkSpec, path: str, offset: int,
+                       band_shape: Sequence[int], parts: Sequence[ChunkPart]) -> int:
+    """Worker entry: decode ``parts`` (which fill the band) and write the band
+    at ``offset`` of the file at ``path`` (a handoff segment).
+
+    The band is decoded into a buffer this worker reuses and written with
+    ``pwrite``: the segment's fresh pages are then filled by the kernel,
+    which costs less than faulting them in one by one through a mapping.
+    Returns chunks read.
+    """
+    global _band_buffer
+    nbytes = product(band_shape) * out_dtype(spec.dtype).itemsize
+    if nbytes > _BAND_KEEP_BYTES:
+        buf = bytearray(nbytes)
+    else:
+        if len(_band_buffer) < nbytes:
+            _band_buffer = bytearray(nbytes)
+        buf = _band_buffer
+    view = memoryview(buf)[:nbytes]
+    try:
+        band = band_view(view, 0, band_shape, spec.dtype)
+        try:
+            count = fill_parts(band, spec, parts)
+        finally:
+            del band
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            done = 0
+            while done < nbytes:
+                done += os.pwrite(fd, view[done:], offset + done)
+        finally:
+            os.close(fd)
+        return count
+    except OSError as e:
+        _store_error(e)
+    finally:
+        view.release()
+
+
 def write_parts(payload: Any, spec: ChunkSpec, seg_path: str, offset: int,
                 band_shape: Sequence[int], parts: Sequence[ChunkPart], keep: bool) -> int:
     """Worker entry: encode ``parts`` of the band at ``offset`` and write them."""
     return _on_band(seg_path, offset, band_shape, spec, keep,
                     lambda band: store_parts(band, spec, parts))
+
+
+def write_parts_from(payload: Any, spec: ChunkSpec, path: str, nbytes: int, offset: int,
+                     band_shape: Sequence[int], parts: Sequence[ChunkPart]) -> int:
+    """Worker entry: encode ``parts`` of the band at ``offset`` of an upload
+    handoff file (``nbytes`` long) and write them.
+
+    The file is the client's: it is opened read-only without following a
+    symlink, its size is checked again, and only the band's pages are mapped.
+    """
+    import mmap
+    import stat
+
+    from pybridge.errors import DataSizeMismatch, InvalidParams
+
+    band_bytes = product(band_shape) * out_dtype(spec.dtype).itemsize
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:  # the client removed or replaced it meanwhile
+        raise InvalidParams(f"cannot open the upload file {path}: {e.strerror or e}",
+                            param="shm", expected="a readable regular file") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidParams(f"the upload file {path} is not a regular file", param="shm",
+                                expected="a regular file")
+        if st.st_size != nbytes or offset + band_bytes > nbytes:
+            raise DataSizeMismatch(f"the upload file {path} holds {st.st_size} bytes, "
+                                   f"{nbytes} were declared", expected=nbytes, got=st.st_size)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(fd, offset + band_bytes - start, access=mmap.ACCESS_READ, offset=start)
+    finally:
+        os.close(fd)
+    try:
+        band = band_view(mm, offset - start, band_shape, spec.dtype)
+        try:
+            return store_parts(band, spec, parts)
+        finally:
+            del band
+    except OSError as e:
+        _store_error(e)
+    finally:
+        try:
+            mm.close()
+        except BufferError:
+            pass  # a view is still exported; the GC unmaps it
 
 
 def _on_band(seg_path: str, offset: int, band_shape: Sequence[int], spec: ChunkSpec,
@@ -237,9 +416,7 @@ def _on_band(seg_path: str, offset: int, band_shape: Sequence[int], spec: ChunkS
         finally:
             del band  # the view must go before the segment can close
     except OSError as e:
-        if isinstance(e, BridgeError):
-            raise
-        raise StoreError(f"{type(e).__name__}: {e}") from e
+        _store_error(e)
     finally:
         if not keep:
             seg.close()

@@ -1,11 +1,23 @@
 """``array.write``: encode a box of data into the chunks it covers.
 
-The data (inline, or an upload stream read piece by piece) is C-order,
-little-endian, of the box's shape. It is gathered into bands of whole chunk
-rows of the target array along axis 0; as soon as a band is complete its
+The data (inline, an upload stream read piece by piece, or an upload
+handoff file) is C-order, little-endian, of the box's shape. It is cut into
+bands of whole chunk rows of the target array along axis 0, and each band's
 chunks are encoded in parallel by the workers, which write the chunk files
-themselves. Two band buffers are used in turn, so memory stays bounded
-whatever the data's size.
+themselves. A band's chunks are cut into tasks of about
+:data:`TASK_BYTES`, so that a worker never idles while another works
+through a long task.
+
+- *Streamed or inline*: a band is copied into a band buffer (a reused
+  shared-memory segment) as its bytes arrive, and its tasks are submitted
+  at once. A small ring of buffers (:data:`RING_BUFFERS`, at most
+  :data:`RING_BYTES` together) lets the upload go on into the next bands
+  while earlier ones are encoded, so memory stays bounded whatever the
+  data's size and neither the upload nor the workers wait for the other
+  more than they must.
+- *Handoff* (``"shm"``): the workers map the client's file themselves and
+  encode straight from it; every task is submitted up front and nothing is
+  copied in the sidecar.
 
 Partial chunks are read-modify-write. Every chunk is locked (per array and
 chunk, inside this sidecar) from before its task is submitted until the task
@@ -20,6 +32,7 @@ come as ``values``) are written through zarr-python in the sidecar
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
@@ -37,24 +50,38 @@ from pybridge.arrays.chunks import (
 )
 from pybridge.arrays.metadata import ArrayMeta
 from pybridge.arrays.read import check_request_size
-from pybridge.arrays.worker import out_dtype, store_parts, write_parts
+from pybridge.arrays.worker import out_dtype, store_parts, write_parts, write_parts_from
 from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
 
 if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
-    from pybridge.call import Call
+    from pybridge.call import Call, UploadFile
     from pybridge.shm import Segment
 
 __all__ = ["LOCKS", "LockTable", "write_array"]
 
 MiB = 1 << 20
+#: A band holds at least this much (and at least 2 chunks per worker) ...
 BAND_TARGET_BYTES = 4 * MiB
-BAND_MAX_BYTES = 32 * MiB
+#: ... and at most this much, unless one chunk row is bigger. A chunk row up
+#: to this size is kept whole: a band cut inside a chunk row makes every
+#: chunk of that row a read-modify-write (for a shard, of every inner chunk).
+BAND_MAX_BYTES = 64 * MiB
+#: Band buffers in the ring of a streamed write, and the most bytes they may
+#: hold together (never fewer than 2 buffers).
+RING_BUFFERS = 4
+RING_BYTES = 64 * MiB
+#: Chunk data per task, about: big enough that the round trip to the worker
+#: is cheap, small enough that the work spreads evenly over the workers.
+TASK_BYTES = 2 * MiB
+#: The same for a write from an upload handoff file, except in its last bands.
+#: Each task maps its band of the file afresh, and the page faults cost per
+#: row of the band it touches: bigger tasks touch each row fewer times. The
+#: last bands are cut into :data:`TASK_BYTES` tasks so that the workers
+#: finish together.
+FILE_TASK_BYTES = 64 * MiB
 IN_PLACE_CHUNKS = 2
 IN_PLACE_BYTES = 4 * MiB
-#: A band's chunks are cut into this many tasks per worker (each task costs a
-#: round trip to a worker, and on few cores the sidecar competes for the CPU).
-TASKS_PER_WORKER = 1
 
 
 class LockTable:
@@ -165,7 +192,7 @@ def write_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None
     else:
         declared = call.upload_bytes
         if declared is None:
-            raise InvalidParams("array.write needs 'data' or 'stream'", param="data",
+            raise InvalidParams("array.write needs 'data', 'stream' or 'shm'", param="data",
                                 expected="bin")
         got = declared
     check_request_size(call.context.settings, got)
@@ -184,8 +211,15 @@ def write_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None
     band_sel = tuple(b - a for a, b in zip(blo, bhi))
     nchunks = count_chunks(blo, bhi, grid)
     chunk_bytes = product(grid) * dtype.itemsize
-    if data is not None and nchunks <= IN_PLACE_CHUNKS and \
-            nchunks * chunk_bytes <= IN_PLACE_BYTES:
+    upload = call.upload_file() if data is None and pieces is None and \
+        call.has_upload_file else None
+    small = nchunks <= IN_PLACE_CHUNKS and nchunks * chunk_bytes <= IN_PLACE_BYTES
+    if upload is not None and not small:
+        _from_file(call, meta, bshape, grid, blo, bhi, upload)
+        return {"bytes": nbytes}
+    if upload is not None:
+        data = upload.segment().buf
+    if data is not None and small:
         src = np.frombuffer(data, dtype=dtype).reshape(band_sel)
         parts = chunk_parts(bshape, grid, blo, bhi)
         keys = LOCKS.acquire(_lock_keys(meta, parts))
@@ -242,14 +276,23 @@ def _releaser(keys: list[Hashable]) -> Callable[[Future[Any]], None]:
     return release
 
 
-def _submit_locked(call: Call, meta: ArrayMeta, seg: Segment, band_shape: tuple[int, ...],
-                   parts: list[ChunkPart], futures: list[Future[Any]]) -> None:
-    """Submit the band's chunk tasks, each holding its chunks' locks, into ``futures``."""
+def _task_groups(parts: list[ChunkPart], chunk_bytes: int,
+                 task_bytes: int = TASK_BYTES) -> list[Sequence[ChunkPart]]:
+    """Cut a band's chunks into tasks of about ``task_bytes`` each."""
+    per_task = max(1, task_bytes // max(chunk_bytes, 1))
+    return split(parts, -(-len(parts) // per_task))
+
+
+def _submit_locked(call: Call, meta: ArrayMeta, groups: Iterable[Sequence[ChunkPart]],
+                   futures: list[Future[Any]], fn: Callable[..., Any],
+                   args: Callable[[Sequence[ChunkPart]], tuple[Any, ...]]) -> None:
+    """Submit ``fn(*args(group))`` for each group of chunk parts into
+    ``futures``, each task holding its chunks' locks until it is done."""
     pool = call.context.pool
-    for group in split(parts, TASKS_PER_WORKER * pool.size):
+    for group in groups:
         keys = LOCKS.acquire(_lock_keys(meta, group))
         try:
-            f = pool.submit(write_parts, meta.spec, seg.path, 0, band_shape, group, True)
+            f = pool.submit(fn, *args(group))
         except BaseException:
             LOCKS.release(keys)
             raise
@@ -257,43 +300,105 @@ def _submit_locked(call: Call, meta: ArrayMeta, seg: Segment, band_shape: tuple[
         futures.append(f)
 
 
+def _settle(futures: list[Future[Any]]) -> None:
+    """Wait for every future; then raise the first failure, if any."""
+    wait(futures)
+    for f in futures:
+        f.result()
+
+
+def _abandon(futures: Iterable[Future[Any]]) -> None:
+    """Cancel what has not started and wait for the rest (their locks go with them)."""
+    futures = list(futures)
+    for f in futures:
+        f.cancel()
+    wait(futures)
+
+
+def _band_rows(call: Call, grid: tuple[int, ...], blo: tuple[int, ...], bhi: tuple[int, ...],
+               row_bytes: int) -> int:
+    per_row = count_chunks((0, *blo[1:]), (1, *bhi[1:]), (1, *grid[1:]))
+    return rows_per_band(grid[0], bhi[0] - blo[0], row_bytes, per_row, call.context.pool.size,
+                         BAND_TARGET_BYTES, BAND_MAX_BYTES)
+
+
 def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
             blo: tuple[int, ...], bhi: tuple[int, ...], source: _Source) -> None:
+    """Copy the data band by band into a ring of band buffers; encode each band
+    as soon as it is complete."""
     itemsize = out_dtype(meta.spec.dtype).itemsize
     inner = tuple(b - a for a, b in zip(blo[1:], bhi[1:]))
     row_bytes = product(inner) * itemsize
-    per_row = count_chunks((0, *blo[1:]), (1, *bhi[1:]), (1, *grid[1:]))
-    rows = rows_per_band(grid[0], bhi[0] - blo[0], row_bytes, per_row, call.context.pool.size,
-                         BAND_TARGET_BYTES, BAND_MAX_BYTES)
-    band_bytes = min(rows * row_bytes, (bhi[0] - blo[0]) * row_bytes)
-    segs: list[Segment] = []
-    in_flight: dict[int, list[Future[Any]]] = {}
+    chunk_bytes = product(grid) * itemsize
+    rows = _band_rows(call, grid, blo, bhi, row_bytes)
+    band_bytes = min(rows, bhi[0] - blo[0]) * row_bytes
+    ring = max(2, min(RING_BUFFERS, RING_BYTES // max(band_bytes, 1)))
+    taken: list[Segment] = []
+    free: list[Segment] = []
+    pending: deque[tuple[Segment, list[Future[Any]]]] = deque()
     try:
-        for i, (a, b) in enumerate(band_ranges(blo[0], bhi[0], grid[0], rows)):
+        for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):
             call.check_cancelled()
-            slot = i % 2
-            if slot in in_flight:
-                futures = in_flight.pop(slot)
-                wait(futures)
-                for f in futures:
-                    f.result()
-            if len(segs) <= slot:
-                segs.append(BUFFERS.take(band_bytes))
-            seg = segs[slot]
+            if not free:
+                if len(taken) < ring:
+                    taken.append(BUFFERS.take(band_bytes))
+                    free.append(taken[-1])
+                else:
+                    seg, futures = pending.popleft()
+                    _settle(futures)
+                    free.append(seg)
+            seg = free.pop()
             source.readinto(seg.buf[:(b - a) * row_bytes])
             parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
-            in_flight[slot] = []
-            _submit_locked(call, meta, seg, (b - a, *inner), parts, in_flight[slot])
-        for futures in list(in_flight.values()):
-            wait(futures)
-        for futures in in_flight.values():
-            for f in futures:
-                f.result()
-        in_flight.clear()
+            futures = []
+            pending.append((seg, futures))
+            band_shape = (b - a, *inner)
+            _submit_locked(call, meta, _task_groups(parts, chunk_bytes), futures,
+                           write_parts, lambda g, p=seg.path, s=band_shape:
+                           (meta.spec, p, 0, s, g, True))
+        while pending:
+            _settle(pending[0][1])
+            pending.popleft()
     finally:
-        for futures in in_flight.values():
-            for f in futures:
-                f.cancel()
-            wait(futures)
-        for seg in segs:
+        _abandon(f for _, futures in pending for f in futures)
+        for seg in taken:
             BUFFERS.give(seg)
+
+
+def _from_file(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
+               blo: tuple[int, ...], bhi: tuple[int, ...], upload: UploadFile) -> None:
+    """Encode straight from an upload handoff file: the workers map it
+    themselves, every task is submitted at once, nothing is copied here."""
+    itemsize = out_dtype(meta.spec.dtype).itemsize
+    inner = tuple(b - a for a, b in zip(blo[1:], bhi[1:]))
+    row_bytes = product(inner) * itemsize
+    chunk_bytes = product(grid) * itemsize
+    rows = _band_rows(call, grid, blo, bhi, row_bytes)
+    bands = list(band_ranges(blo[0], bhi[0], grid[0], rows))
+    fine_from = len(bands) - call.context.pool.size
+    futures: list[Future[Any]] = []
+    failed = threading.Event()
+
+    def on_done(f: Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            failed.set()
+
+    try:
+        for k, (a, b) in enumerate(bands):
+            call.check_cancelled()
+            if failed.is_set():
+                break  # a task failed: the error is raised below
+            first = len(futures)
+            parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
+            offset, band_shape = (a - blo[0]) * row_bytes, (b - a, *inner)
+            groups = _task_groups(parts, chunk_bytes,
+                                  TASK_BYTES if k >= fine_from else FILE_TASK_BYTES)
+            _submit_locked(call, meta, groups, futures,
+                           write_parts_from, lambda g, o=offset, s=band_shape:
+                           (meta.spec, upload.path, upload.size, o, s, g))
+            for f in futures[first:]:
+                f.add_done_callback(on_done)
+        _settle(futures)
+    except BaseException:
+        _abandon(futures)
+        raise

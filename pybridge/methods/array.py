@@ -122,10 +122,10 @@ def read(call: Call) -> dict[str, Any]:
 
 def _payload(call: Call) -> None:
     p = call.params
-    given = [k for k in ("data", "stream", "values") if p[k] is not None]
+    given = [k for k in ("data", "stream", "shm", "values") if p[k] is not None]
     if len(given) != 1:
-        raise InvalidParams("give exactly one of 'data', 'stream' and 'values'", param="data",
-                            expected="bin")
+        raise InvalidParams("give exactly one of 'data', 'stream', 'shm' and 'values'",
+                            param="data", expected="bin")
 
 
 def _spooled(call: Call, shape: list[int]) -> Iterator[bytes] | None:
@@ -198,8 +198,8 @@ def write_chunk_raw(call: Call) -> dict[str, Any]:
     from pybridge.arrays.ops import write_chunk_raw as write_raw
 
     p = call.params
-    if (p["data"] is None) == (p["stream"] is None):
-        raise InvalidParams("give exactly one of 'data' and 'stream'", param="data",
+    if sum(p[k] is not None for k in ("data", "stream", "shm")) != 1:
+        raise InvalidParams("give exactly one of 'data', 'stream' and 'shm'", param="data",
                             expected="bin")
     data = p["data"] if p["data"] is not None else call.read_upload()
     with _array(call, writable=True) as (meta, kv):
@@ -273,6 +273,10 @@ _VALUES = Param("array of str or bin",
                                                       for x in v),
                 False, None, True)
 
+#: An upload handoff (PROTOCOL.md §3): ``{"path": str, "bytes": int}``,
+#: checked by :meth:`pybridge.call.Call.upload_file`.
+_SHM = Map(required=False)
+
 METHODS: list[Method] = [
     Method("array.create", create, {
         **_STORE,
@@ -313,6 +317,7 @@ METHODS: list[Method] = [
         "shape": IntList(),
         "data": Bin(required=False),
         "stream": Map(required=False),
+        "shm": _SHM,
         "values": _VALUES,
     }),
     Method("array.resize", resize, {
@@ -327,6 +332,7 @@ METHODS: list[Method] = [
         "shape": IntList(min=0),
         "data": Bin(required=False),
         "stream": Map(required=False),
+        "shm": _SHM,
         "values": _VALUES,
     }),
     Method("array.chunk_keys", chunk_keys, dict(_STORE)),
@@ -337,6 +343,7 @@ METHODS: list[Method] = [
         "key": Str(),
         "data": Bin(required=False),
         "stream": Map(required=False),
+        "shm": _SHM,
     }),
     Method("array.get_attributes", get_attributes, dict(_STORE)),
     Method("array.put_attributes", put_attributes, {

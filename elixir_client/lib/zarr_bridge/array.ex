@@ -186,18 +186,25 @@ defmodule ZarrBridge.Array do
     * With a binary (little-endian, C-order), `stop:` gives the shape; with
       no `stop:` the binary must fill the whole array.
 
-  Data larger than 256 KiB is uploaded to the sidecar as a stream, smaller
-  data travels in the request. Variable-length values always travel in the
-  request, so one write of them is limited by the sidecar's frame size
-  (64 MiB by default): write large string arrays in slices.
+  Data of at least the sidecar's handoff threshold (4 MiB by default) is
+  handed over through shared memory (same host only): it is written into a
+  file in `/dev/shm` that the sidecar's workers encode from directly, which
+  spares the pipe. Other data larger than 256 KiB (or all of it with
+  `handoff: false`, or when the file cannot be written) is uploaded as a
+  stream; smaller data travels in the request. Variable-length values
+  always travel in the request, so one write of them is limited by the
+  sidecar's frame size (64 MiB by default): write large string arrays in
+  slices.
 
-  Options: `start:` (default: the origin), `stop:`, `server:`, `timeout:`.
+  Options: `start:` (default: the origin), `stop:`, `handoff:` (`true`
+  hands any upload over through shared memory, `false` never does; see
+  `ZarrBridge.Sidecar.call/4`), `server:`, `timeout:`.
   """
   @spec write(t, NDArray.t() | binary, keyword) :: :ok | {:error, Error.t()}
   def write(array, data, opts \\ [])
 
   def write(%__MODULE__{} = array, %NDArray{} = nd, opts) do
-    Options.check!(opts, [:start, :stop | @common])
+    Options.check!(opts, [:start, :stop, :handoff | @common])
 
     with :ok <- check_dtype(nd, array.metadata.dtype),
          {:ok, start} <- start(opts, tuple_size(nd.shape)),
@@ -207,7 +214,7 @@ defmodule ZarrBridge.Array do
   end
 
   def write(%__MODULE__{} = array, data, opts) when is_binary(data) do
-    Options.check!(opts, [:start, :stop | @common])
+    Options.check!(opts, [:start, :stop, :handoff | @common])
     meta = array.metadata
     rank = tuple_size(meta.shape)
 
@@ -261,13 +268,13 @@ defmodule ZarrBridge.Array do
   `data` is a `ZarrBridge.NDArray` of the array's dtype, or nested tuples
   or lists (as for `set_slice/3`).
 
-  Options: `axis:`, `server:`, `timeout:`. Errors: `:read_only`,
-  `:data_size_mismatch` or `:invalid_selection` (shapes that do not fit),
-  `:invalid_params`.
+  Options: `axis:`, `handoff:` (as for `write/3`), `server:`, `timeout:`.
+  Errors: `:read_only`, `:data_size_mismatch` or `:invalid_selection`
+  (shapes that do not fit), `:invalid_params`.
   """
   @spec append(t, NDArray.t() | term, keyword) :: {:ok, t} | {:error, Error.t()}
   def append(%__MODULE__{} = array, data, opts \\ []) do
-    Options.check!(opts, [:axis | @common])
+    Options.check!(opts, [:axis, :handoff | @common])
     axis = Keyword.get(opts, :axis, 0)
 
     if not (is_integer(axis) and axis >= 0),
@@ -347,15 +354,16 @@ defmodule ZarrBridge.Array do
   @doc """
   Stores `data` as the raw bytes of one chunk (or shard), atomically and
   without decoding or checking it: it must be what the array's codecs
-  produce. `key_or_coords` is as for `read_chunk_raw/3`. Data larger than
-  256 KiB is uploaded as a stream.
+  produce. `key_or_coords` is as for `read_chunk_raw/3`. Large data
+  travels as for `write/3`.
 
-  Options: `server:`, `timeout:`. Errors: `:read_only`, `:forbidden_path`.
+  Options: `handoff:` (as for `write/3`), `server:`, `timeout:`. Errors:
+  `:read_only`, `:forbidden_path`.
   """
   @spec write_chunk_raw(t, String.t() | tuple, binary, keyword) :: :ok | {:error, Error.t()}
   def write_chunk_raw(%__MODULE__{} = array, key_or_coords, data, opts \\ [])
       when is_binary(data) do
-    Options.check!(opts, @common)
+    Options.check!(opts, [:handoff | @common])
 
     with {:ok, key} <- chunk_key(array, key_or_coords) do
       params =
@@ -569,6 +577,11 @@ defmodule ZarrBridge.Array do
   defp put_handoff(_params, other, _bytes),
     do: raise(ArgumentError, "handoff must be a boolean, got: #{inspect(other)}")
 
+  defp upload_handoff(flag) when is_boolean(flag) or flag == :auto, do: flag
+
+  defp upload_handoff(other),
+    do: raise(ArgumentError, "handoff must be a boolean, got: #{inspect(other)}")
+
   # The size of the result, from the snapshot; nil when it cannot be known.
   defp expected_bytes(%Metadata{shape: shape, dtype: dtype}, opts) do
     rank = tuple_size(shape)
@@ -702,11 +715,13 @@ defmodule ZarrBridge.Array do
      }}
   end
 
-  # Fixed-size data is bytes (uploaded as a stream when large); variable-length
-  # data travels as "values": str for :string, bin for :bytes.
+  # Fixed-size data is bytes (handed over through shared memory or uploaded
+  # as a stream when large); variable-length data travels as "values": str
+  # for :string, bin for :bytes.
   defp call(array, method, params, data, opts) do
     server = Keyword.get(opts, :server, array.server)
     call_opts = Keyword.take(opts, [:timeout])
+    handoff = upload_handoff(Keyword.get(opts, :handoff, :auto))
 
     case data do
       nil ->
@@ -716,8 +731,8 @@ defmodule ZarrBridge.Array do
         wire = if array.metadata.dtype == :bytes, do: Enum.map(values, &{:bin, &1}), else: values
         Sidecar.call(server, method, Map.put(params, "values", wire), call_opts)
 
-      data when byte_size(data) > @inline_limit ->
-        Sidecar.call(server, method, params, [{:upload, data} | call_opts])
+      data when byte_size(data) > @inline_limit or handoff == true ->
+        Sidecar.call(server, method, params, [upload: data, handoff: handoff] ++ call_opts)
 
       data ->
         Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)

@@ -35,8 +35,9 @@ defmodule ZarrBridge.Sidecar do
   process; either way it is returned as `"data" => {:bin, binary}`, as if
   the sidecar had sent it inline, and this process never waits for a large
   copy. Uploads are given with the `:upload` option of `call/4`; the caller
-  itself writes their frames to the Port, so a large upload never blocks
-  this process either.
+  itself writes their frames to the Port, or (with the `:handoff` option)
+  writes them into a shared-memory file that the sidecar's workers read
+  straight from, so a large upload never blocks this process either.
 
   ## Restarts
 
@@ -74,6 +75,8 @@ defmodule ZarrBridge.Sidecar do
   @default_call_timeout 30_000
   @default_max_frame_bytes 64 * 1024 * 1024
   @default_stream_frame_bytes 256 * 1024
+  # The sidecar's --handoff-threshold default, for a hello that does not say.
+  @default_handoff_threshold 4 * 1024 * 1024
   @hello_timeout 30_000
   @max_id 0xFFFF_FFFF
 
@@ -115,7 +118,8 @@ defmodule ZarrBridge.Sidecar do
           | {:args, [String.t()]}
 
   @typedoc "A call option (see `call/4`)."
-  @type call_option :: {:timeout, timeout} | {:upload, iodata}
+  @type call_option ::
+          {:timeout, timeout} | {:upload, iodata} | {:handoff, boolean | :auto}
 
   ## Public API
 
@@ -194,6 +198,17 @@ defmodule ZarrBridge.Sidecar do
       (PROTOCOL.md section 3). `"stream" => %{"bytes" => size}` is added to
       `params`, so the method must accept a streamed payload in place of
       `"data"`.
+    * `:handoff` - how the `:upload` travels. `false` (the default): as a
+      stream. `true`: through shared memory (same host only): the caller
+      writes the bytes into a file `/dev/shm/pybridge-<sidecar os pid>-up-…`
+      (mode 0600, created exclusively) and `"shm" => %{"path" => path,
+      "bytes" => size}` is added to `params` instead; the sidecar reads it
+      and removes it when the request ends, and the caller removes it too
+      if it is still there. `:auto`: the same when the upload is at least the
+      sidecar's handoff threshold (`handoff_threshold` in `hello`'s limits,
+      4 MiB by default). When the file cannot be written (no `/dev/shm`, no
+      space) the upload goes as a stream. Only methods that take `"shm"`
+      accept it: `array.write`, `array.append` and `array.write_chunk_raw`.
 
   ## Examples
 
@@ -203,10 +218,10 @@ defmodule ZarrBridge.Sidecar do
   @spec call(server, String.t(), map, [call_option]) :: {:ok, map} | {:error, Error.t()}
   def call(server, method, params, opts \\ [])
       when is_binary(method) and is_map(params) and is_list(opts) do
-    {timeout, upload} = call_options!(opts)
+    {timeout, upload, handoff} = call_options!(opts)
 
     case GenServer.whereis(server) do
-      pid when is_pid(pid) -> do_call(pid, method, params, timeout, upload)
+      pid when is_pid(pid) -> do_call(pid, method, params, timeout, upload, handoff)
       _ -> {:error, not_running_error(server)}
     end
   end
@@ -241,32 +256,52 @@ defmodule ZarrBridge.Sidecar do
   ## The caller's side of a call
 
   defp call_options!(opts) do
-    Enum.reduce(opts, {nil, nil}, fn
-      {:timeout, t}, {_, up} when t == :infinity or (is_integer(t) and t >= 0) ->
-        {t, up}
+    Enum.reduce(opts, {nil, nil, false}, fn
+      {:timeout, t}, {_, up, h} when t == :infinity or (is_integer(t) and t >= 0) ->
+        {t, up, h}
 
-      {:upload, data}, {t, _} when is_binary(data) or is_list(data) ->
-        {t, data}
+      {:upload, data}, {t, _, h} when is_binary(data) or is_list(data) ->
+        {t, data, h}
+
+      {:handoff, h}, {t, up, _} when is_boolean(h) or h == :auto ->
+        {t, up, h}
 
       other, _ ->
         raise ArgumentError,
               "invalid call option #{inspect(other)}; expected timeout: non-negative " <>
-                "integer or :infinity, upload: iodata"
+                "integer or :infinity, upload: iodata, handoff: boolean or :auto"
     end)
   end
 
-  defp do_call(pid, method, params, timeout, upload) do
+  defp do_call(pid, method, params, timeout, upload, handoff) do
     timeout = timeout || :persistent_term.get({__MODULE__, pid}, @default_call_timeout)
     deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
 
     upload_bytes = if upload == nil, do: nil, else: upload_size(upload)
 
-    params =
-      case upload_bytes do
-        nil -> params
-        n -> Map.put(params, "stream", %{"bytes" => n})
-      end
+    case upload_file(pid, upload, upload_bytes, handoff, deadline) do
+      {:ok, path} ->
+        params = Map.put(params, "shm", %{"path" => path, "bytes" => upload_bytes})
 
+        try do
+          send_call(pid, method, params, deadline, timeout, nil, nil)
+        after
+          # Normally gone already: the sidecar removes it when the request ends.
+          _ = File.rm(path)
+        end
+
+      :stream ->
+        params =
+          case upload_bytes do
+            nil -> params
+            n -> Map.put(params, "stream", %{"bytes" => n})
+          end
+
+        send_call(pid, method, params, deadline, timeout, upload, upload_bytes)
+    end
+  end
+
+  defp send_call(pid, method, params, deadline, timeout, upload, upload_bytes) do
     # The caller encodes its own request, so the sidecar process only adds
     # the message id in front.
     with {:ok, method_iodata} <- Msgpack.encode(method),
@@ -290,6 +325,77 @@ defmodule ZarrBridge.Sidecar do
     IO.iodata_length(data)
   rescue
     ArgumentError -> raise ArgumentError, "the :upload option must be iodata"
+  end
+
+  # The upload handoff (PROTOCOL.md section 3): {:ok, path} when the upload
+  # was written into a shared-memory file for the sidecar, :stream when it
+  # goes as a stream (handoff off, below the threshold, or the file could
+  # not be written).
+  defp upload_file(_pid, nil, _bytes, _handoff, _deadline), do: :stream
+  defp upload_file(_pid, _upload, _bytes, false, _deadline), do: :stream
+
+  defp upload_file(pid, upload, bytes, handoff, deadline) do
+    with {:ok, %{"pid" => os_pid} = hello} when is_integer(os_pid) <- hello(pid, deadline),
+         limits = Map.get(hello, "limits", %{}),
+         true <-
+           handoff == true or
+             bytes >= positive(limits["handoff_threshold"], @default_handoff_threshold),
+         # Over the limit the stream path refuses it without writing anything.
+         true <- bytes <= positive(limits["max_request_bytes"], bytes),
+         {:ok, path} <- write_upload_file(os_pid, upload) do
+      {:ok, path}
+    else
+      _ -> :stream
+    end
+  end
+
+  defp hello(pid, deadline) do
+    GenServer.call(pid, :info, remaining(deadline))
+  catch
+    :exit, _ -> :error
+  end
+
+  # Creates /dev/shm/pybridge-<os pid>-up-<unique> with mode 0600 and no
+  # moment at which another user could open it: the file is created inside
+  # a fresh directory that only this user can enter, made 0600 there, then
+  # hard-linked to its name (link(2) fails if the name exists, so the file
+  # is created exclusively) before the directory goes; the bytes are
+  # written afterwards through the descriptor. (Erlang creates files with
+  # mode 0666 minus the umask, and has no way to pass a mode.)
+  defp write_upload_file(os_pid, data) do
+    path = "/dev/shm/pybridge-#{os_pid}-up-#{System.pid()}.#{System.unique_integer([:positive])}"
+    stage = path <> ".stage"
+    staged = stage <> "/data"
+
+    with :ok <- File.mkdir(stage),
+         :ok <- File.chmod(stage, 0o700),
+         {:ok, fd} <- :file.open(staged, [:write, :raw, :binary, :exclusive]) do
+      linked =
+        with :ok <- File.chmod(staged, 0o600),
+             :ok <- File.ln(staged, path),
+             do: :ok
+
+      _ = File.rm(staged)
+      _ = File.rmdir(stage)
+
+      written =
+        with :ok <- linked,
+             :ok <- :file.write(fd, data),
+             do: :ok
+
+      case {written, :file.close(fd)} do
+        {:ok, :ok} ->
+          {:ok, path}
+
+        _failed ->
+          if linked == :ok, do: File.rm(path)
+          :error
+      end
+    else
+      _ ->
+        _ = File.rmdir(stage)
+        :error
+    end
   end
 
   defp await(pid, ref, deadline, timeout, upload) do
