@@ -684,6 +684,27 @@ def test_handoff_read(sc, tmp_path):
     assert "shm" not in res
 
 
+@pytest.mark.parametrize("rows, cols, chunks, box", [
+    # one chunk row of 40 MiB: over the 32 MiB a task may hold, so it is cut
+    # inside the chunk row (its chunks decoded by two tasks)
+    (80, 65536, (80, 8192), None),
+    # many small chunk rows, a box starting and ending inside chunks
+    (3000, 700, (7, 300), ([5, 13], [2998, 650])),
+])
+def test_handoff_read_in_row_runs(sc, tmp_path, rows, cols, chunks, box):
+    data = _big_array(tmp_path / "r", rows, cols, chunks)
+    params: dict[str, Any] = {"store": fs(tmp_path / "r"), "handoff": True}
+    expected = data
+    if box is not None:
+        params.update(start=box[0], stop=box[1])
+        expected = data[box[0][0]:box[1][0], box[0][1]:box[1][1]]
+    res = ok(sc.call("array.read", params, timeout=120))
+    with open(res["shm"]["path"], "rb") as f:
+        got = f.read()
+    os.unlink(res["shm"]["path"])
+    same(got, expected)
+
+
 # --------------------------------------------------------------------------
 # Measurements (reported, not asserted beyond correctness)
 

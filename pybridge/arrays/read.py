@@ -11,8 +11,8 @@ Three paths, chosen by the result's size:
   ``sendfile``: at most two bands are in flight, and the band's pages never
   enter the sidecar's own memory, whatever the selection's size;
 - *handoff*: with ``handoff: true`` and a result of at least the handoff
-  threshold, the workers decode straight into one fresh segment, which is
-  handed to the client (who reads and unlinks it).
+  threshold, the workers decode runs of whole rows and write them into one
+  fresh segment, which is handed to the client (who reads and unlinks it).
 
 Data is always little-endian C order of the selection's shape. Arrays in zip
 and memory stores, selections with a step, and the variable-length dtypes
@@ -40,7 +40,7 @@ from pybridge.arrays.chunks import (
     rows_per_band,
 )
 from pybridge.arrays.metadata import ArrayMeta
-from pybridge.arrays.worker import fill_parts, out_dtype, read_parts
+from pybridge.arrays.worker import fill_parts, out_dtype, read_parts, read_parts_to_file
 from pybridge.errors import InvalidSelection, TooLarge
 from pybridge.handoff import MAX_HANDOFF_BYTES, handoff_segment
 
@@ -60,6 +60,8 @@ BAND_MAX_BYTES = 32 * MiB
 #: decoded bytes in all, are decoded in the handler thread.
 IN_PLACE_CHUNKS = 2
 IN_PLACE_BYTES = 4 * MiB
+#: A handoff task decodes about this much (whole chunk rows).
+TASK_TARGET_BYTES = 2 * MiB
 #: A band's chunks are cut into this many tasks per worker (each task costs a
 #: round trip to a worker, and on few cores the sidecar competes for the CPU).
 TASKS_PER_WORKER = 1
@@ -208,18 +210,25 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
 
 def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
              blo: tuple[int, ...], bhi: tuple[int, ...], nbytes: int) -> dict[str, Any]:
+    """Decode the selection into one fresh segment, a task per run of whole rows.
+
+    Each task's rows are one contiguous range of the result, which its
+    worker decodes into a buffer of its own and writes into the segment
+    with ``pwrite`` (:func:`~pybridge.arrays.worker.read_parts_to_file`).
+    """
     itemsize = out_dtype(meta.spec.dtype).itemsize
-    row_bytes = product(tuple(b - a for a, b in zip(blo[1:], bhi[1:]))) * itemsize
-    rows = _band_rows(call, shape, grid, blo, bhi, itemsize)
+    inner = tuple(b - a for a, b in zip(blo[1:], bhi[1:]))
+    row_bytes = product(inner) * itemsize
+    rows = _task_rows(grid[0], bhi[0] - blo[0], row_bytes, call.context.pool.size)
+    pool = call.context.pool
     with handoff_segment(call, nbytes) as seg:
         futures: list[Future[Any]] = []
         try:
             for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):
                 call.check_cancelled()
-                band_shape = (b - a, *(y - x for x, y in zip(blo[1:], bhi[1:])))
                 parts = chunk_parts(shape, grid, (a, *blo[1:]), (b, *bhi[1:]))
-                _submit(call, meta, seg, (a - blo[0]) * row_bytes, band_shape, parts, False,
-                        futures)
+                futures.append(pool.submit(read_parts_to_file, meta.spec, seg.path,
+                                           (a - blo[0]) * row_bytes, (b - a, *inner), parts))
             _settle(futures)
         except BaseException:
             for f in futures:
@@ -227,3 +236,17 @@ def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[in
             wait(futures)
             raise
     return {"path": seg.path, "bytes": nbytes}
+
+
+def _task_rows(chunk0: int, sel_rows: int, row_bytes: int, workers: int) -> int:
+    """Rows per handoff task: whole chunk rows, about :data:`TASK_TARGET_BYTES`
+    each, but enough tasks to keep every worker busy (and never more than
+    :data:`BAND_MAX_BYTES`, cutting inside a chunk row if one is bigger)."""
+    row_bytes = max(row_bytes, 1)
+    chunk_row_bytes = min(chunk0, sel_rows) * row_bytes
+    if chunk_row_bytes > BAND_MAX_BYTES:
+        return max(1, BAND_MAX_BYTES // row_bytes)
+    chunk_rows = -(-sel_rows // chunk0)
+    k = max(1, -(-TASK_TARGET_BYTES // chunk_row_bytes))
+    k = min(k, max(1, chunk_rows // (2 * workers)), max(1, BAND_MAX_BYTES // chunk_row_bytes))
+    return k * chunk0
