@@ -49,7 +49,8 @@ def test_hello_contents(sidecar):
     assert result["versions"]["python"] == sys.version.split()[0]
     assert result["versions"]["msgpack"] == ".".join(map(str, msgpack.version))
     assert result["limits"] == {"max_frame_bytes": 64 << 20, "stream_frame_bytes": 256 << 10,
-                                "max_in_flight": 10_000, "max_request_bytes": 16 << 30}
+                                "max_in_flight": 10_000, "max_request_bytes": 16 << 30,
+                                "handoff_threshold": 4 << 20}
     assert set(result["capabilities"]) >= {"stream", "codec", "array", "handoff",
                                            "test_methods"}
     assert result["pid"] == sidecar.pid
@@ -67,11 +68,13 @@ def test_hello_reports_the_versions_installed():
 
 def test_hello_reports_settings_and_no_test_methods(sidecar_factory):
     sc = sidecar_factory(["--max-frame-bytes", "1MiB", "--stream-frame-bytes", "1000",
-                          "--max-in-flight", "7", "--max-request-bytes", "3GiB"],
+                          "--max-in-flight", "7", "--max-request-bytes", "3GiB",
+                          "--handoff-threshold", "1MiB"],
                          workers=3, test_methods=False)
     result = sc.call("hello", {}).unwrap()
     assert result["limits"] == {"max_frame_bytes": 1 << 20, "stream_frame_bytes": 1000,
-                                "max_in_flight": 7, "max_request_bytes": 3 << 30}
+                                "max_in_flight": 7, "max_request_bytes": 3 << 30,
+                                "handoff_threshold": 1 << 20}
     assert result["workers"] == 3
     assert "test_methods" not in result["capabilities"]
     assert_error(sc.call("sleep", {"ms": 1}), "unknown_method", method="sleep")

@@ -104,6 +104,7 @@ def hello(call: Call) -> dict[str, Any]:
             "stream_frame_bytes": s.stream_frame_bytes,
             "max_in_flight": s.max_in_flight,
             "max_request_bytes": s.max_request_bytes,
+            "handoff_threshold": s.handoff_threshold,
         },
         "capabilities": capabilities(s.test_methods),
         "pid": os.getpid(),
