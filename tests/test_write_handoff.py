@@ -339,3 +339,55 @@ def test_queued_cancelled_and_refused_requests_remove_their_files(sidecar_factor
     err(proc.call("array.write", {**params, "mode": "r", "shm": shm(path, 128)}), "read_only")
     assert not os.path.exists(path)
     proc.ping()
+
+
+# -- codec methods ----------------------------------------------------------------------
+
+def test_codec_methods_take_upload_files(sc):
+    import numcodecs
+
+    raw = values((300_000,), 9).tobytes()
+    path = upload_file(sc, raw)
+    reply = sc.call("codec.encode", {"codec": {"id": "zstd", "level": 3},
+                                     "shm": shm(path, len(raw))}, timeout=60)
+    assert reply.ok, reply.error
+    packed = reply.data
+    assert numcodecs.Zstd().decode(packed) == raw
+    assert wait_for(lambda: not os.path.exists(path))
+
+    path = upload_file(sc, packed)
+    reply = sc.call("codec.decode", {"codec": {"id": "zstd"}, "shm": shm(path, len(packed)),
+                                     "dtype": "float64", "shape": [300_000]}, timeout=60)
+    assert reply.ok, reply.error
+    assert reply.data == raw
+    assert wait_for(lambda: not os.path.exists(path))
+
+    spec = {"zarr_format": 3, "dtype": "float64", "shape": [300_000],
+            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                       {"name": "zstd", "configuration": {"level": 1}}]}
+    path = upload_file(sc, raw)
+    reply = sc.call("codec.pipeline_encode", {**spec, "shm": shm(path, len(raw))}, timeout=60)
+    assert reply.ok, reply.error
+    path = upload_file(sc, reply.data)
+    back = sc.call("codec.pipeline_decode", {**spec, "shm": shm(path, len(reply.data))},
+                   timeout=60)
+    assert back.ok, back.error
+    assert back.data == raw
+    assert wait_for(lambda: not os.path.exists(path))
+
+
+def test_codec_upload_files_are_checked_like_array_ones(sc, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.write_bytes(b"x" * 10)
+    err(sc.call("codec.encode", {"codec": {"id": "zlib"}, "shm": shm(str(outside), 10)}),
+        "forbidden_path")
+    assert outside.read_bytes() == b"x" * 10
+    path = upload_file(sc, b"y" * 100)
+    err(sc.call("codec.encode", {"codec": {"id": "zlib"}, "shm": shm(path, 99)}),
+        "data_size_mismatch")
+    assert wait_for(lambda: not os.path.exists(path))
+    path = upload_file(sc, b"z" * 10)
+    err(sc.call("codec.encode", {"codec": {"id": "zlib"}, "shm": shm(path, 10), "data": b"z"}),
+        "invalid_params")
+    assert wait_for(lambda: not os.path.exists(path))
+    still_serving(sc)

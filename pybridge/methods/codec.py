@@ -6,7 +6,8 @@ configs and dtypes are checked here first, so a bad request is answered
 without a round trip to a worker and a forbidden codec never reaches one.
 
 Large inputs may arrive as an upload stream (``"stream": {"bytes": n}`` in
-place of ``"data"``), and large results leave as a result stream
+place of ``"data"``) or an upload handoff file (``"shm"``), and large
+results leave as a result stream
 (:meth:`~pybridge.call.Call.reply_bytes`). Variable-length data (``string``
 and ``bytes`` dtypes, and codecs such as ``vlen-utf8`` or ``json2`` that work
 on object arrays) travels as ``"values"``, a list, in both directions.
@@ -37,6 +38,8 @@ _WAIT_S = 0.05
 
 _DATA = Bin(required=False)
 _STREAM = Map(required=False)
+#: An upload handoff file (PROTOCOL.md §3), in place of "data" or "stream".
+_SHM = Map(required=False)
 _DTYPE = Any_(required=False)
 _SHAPE = IntList(required=False, min=0)
 _VALUES = List(required=False)
@@ -48,14 +51,15 @@ _VALUES = List(required=False)
 def _payload(call: Call, *, values_allowed: bool) -> Any:
     """The request's input bytes: ``data``, or its upload stream; or None with values."""
     params = call.params
-    sources = [k for k in ("data", "stream", "values")
+    sources = [k for k in ("data", "stream", "shm", "values")
                if k in params and params[k] is not None and (k != "values" or values_allowed)]
     if len(sources) != 1:
-        wanted = "'data', 'stream' or 'values'" if values_allowed else "'data' or 'stream'"
+        wanted = ("'data', 'stream', 'shm' or 'values'" if values_allowed
+                  else "'data', 'stream' or 'shm'")
         raise InvalidParams(f"give exactly one of {wanted}", param="data", expected="bin")
     if sources[0] == "data":
         return params["data"]
-    if sources[0] == "stream":
+    if sources[0] in ("stream", "shm"):
         return call.read_upload()
     return None
 
@@ -379,15 +383,17 @@ _PIPELINE: dict[str, Param] = {
     "fill_value": Any_(required=False),
     "data": _DATA,
     "stream": _STREAM,
+    "shm": _SHM,
 }
 
 METHODS: list[Method] = [
     Method("codec.list", codec_list, {}),
     Method("codec.encode", codec_encode, {
-        "codec": _CODEC, "data": _DATA, "stream": _STREAM, "values": _VALUES,
+        "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "values": _VALUES,
         "dtype": _DTYPE, "shape": _SHAPE}),
     Method("codec.decode", codec_decode, {
-        "codec": _CODEC, "data": _DATA, "stream": _STREAM, "dtype": _DTYPE, "shape": _SHAPE}),
+        "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "dtype": _DTYPE,
+        "shape": _SHAPE}),
     Method("codec.encode_many", codec_encode_many, {
         "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE}),
     Method("codec.decode_many", codec_decode_many, {

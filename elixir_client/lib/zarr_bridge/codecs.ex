@@ -27,8 +27,12 @@ defmodule ZarrBridge.Codecs do
   Every function accepts `server:` (the sidecar to use, default
   `ZarrBridge.Sidecar`) and `timeout:` (milliseconds, default: the
   sidecar's). Payloads larger than the protocol's stream frame size (256 KiB)
-  are uploaded as a stream; results of any size come back as one binary.
-  Unknown options raise `ArgumentError`.
+  are uploaded as a stream, or, from the sidecar's handoff threshold
+  (4 MiB by default), written into a shared-memory file that the sidecar
+  reads and removes; results of any size come back as one binary. The
+  functions that take a payload or return many results also accept
+  `handoff: false`, which keeps every byte on the pipe. Unknown options
+  raise `ArgumentError`.
 
   ## Errors
 
@@ -143,7 +147,7 @@ defmodule ZarrBridge.Codecs do
   """
   @spec encode(codec, iodata | {:values, list}, keyword) :: {:ok, binary} | {:error, Error.t()}
   def encode(codec, data, opts \\ []) do
-    check_opts!(opts, [:dtype | @common])
+    check_opts!(opts, [:dtype, :handoff | @common])
 
     with {:ok, params} <- codec_params(codec, opts) do
       "codec.encode" |> call(params, data, opts) |> data_result()
@@ -166,7 +170,7 @@ defmodule ZarrBridge.Codecs do
   """
   @spec decode(codec, iodata, keyword) :: {:ok, binary | list} | {:error, Error.t()}
   def decode(codec, data, opts \\ []) do
-    check_opts!(opts, [:dtype, :shape | @common])
+    check_opts!(opts, [:dtype, :shape, :handoff | @common])
 
     with {:ok, params} <- codec_params(codec, opts) do
       "codec.decode" |> call(params, data, opts) |> data_result()
@@ -339,7 +343,7 @@ defmodule ZarrBridge.Codecs do
   @spec_keys [:zarr_format, :dtype, :shape, :filters, :compressor, :order, :codecs]
 
   defp pipeline(method, spec, data, opts) do
-    check_opts!(opts, @common)
+    check_opts!(opts, [:handoff | @common])
     spec = spec_to_keyword(spec)
 
     with {:ok, params} <- pipeline_params(spec) do
@@ -425,7 +429,14 @@ defmodule ZarrBridge.Codecs do
         Sidecar.call(server, method, Map.put(params, "values", elem(data, 1)), call_opts)
 
       IO.iodata_length(data) > @inline_limit ->
-        Sidecar.call(server, method, params, [{:upload, data} | call_opts])
+        handoff =
+          case Keyword.get(opts, :handoff, true) do
+            true -> :auto
+            false -> false
+            other -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
+          end
+
+        Sidecar.call(server, method, params, [upload: data, handoff: handoff] ++ call_opts)
 
       true ->
         Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)

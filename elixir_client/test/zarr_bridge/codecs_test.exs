@@ -369,6 +369,37 @@ defmodule ZarrBridge.CodecsTest do
       assert_raise ArgumentError, fn -> Codecs.decode_many(:zlib, encoded, handoff: :yes) end
     end
 
+    test "large payloads are uploaded through shared memory, or by pipe" do
+      sidecar = start_supervised!({ZarrBridge.Sidecar, workers: 2, name: nil})
+      os_pid = ZarrBridge.Sidecar.os_pid(sidecar)
+      data = typed(:float64, 786_432)
+      opts = [server: sidecar, timeout: 120_000]
+
+      port_output = fn ->
+        {:output, n} = Port.info(:sys.get_state(sidecar).port, :output)
+        n
+      end
+
+      for handoff <- [true, false] do
+        before = port_output.()
+        assert {:ok, packed} = Codecs.encode({:zstd, level: 1}, data, [handoff: handoff] ++ opts)
+        # 6 MiB: by handoff only the request's envelope crosses the pipe
+        sent = port_output.() - before
+        if handoff, do: assert(sent < 4096), else: assert(sent > byte_size(data))
+        assert Codecs.decode(:zstd, packed, [handoff: handoff] ++ opts) == {:ok, data}
+
+        spec = [zarr_format: 2, dtype: :float64, shape: {786_432}, compressor: :zlib]
+        assert {:ok, chunk} = Codecs.pipeline_encode(spec, data, [handoff: handoff] ++ opts)
+        assert Codecs.pipeline_decode(spec, chunk, opts) == {:ok, data}
+      end
+
+      assert ZarrBridge.Test.SidecarCase.eventually(fn ->
+               Path.wildcard("/dev/shm/pybridge-#{os_pid}-up-*") == []
+             end)
+
+      assert_raise ArgumentError, fn -> Codecs.encode(:zstd, data, handoff: :auto) end
+    end
+
     test "decode_many of variable-length values gives lists" do
       {:ok, enc} = Codecs.encode(:vlen_utf8, {:values, ["a", "", "héllo"]})
 
