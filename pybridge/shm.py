@@ -184,6 +184,27 @@ def _segment_files() -> list[str]:
     return [os.path.join(SHM_DIR, n) for n in names if n.startswith(PREFIX)]
 
 
+def _remove(path: str) -> bool:
+    """Remove a leftover: a segment file, or a client's upload staging
+    directory (``…-up-….stage``, left if the client died while creating an
+    upload file). Never follows a symlink. True when it is gone."""
+    try:
+        os.unlink(path)
+        return True
+    except IsADirectoryError:
+        pass
+    except OSError:
+        return False
+    try:
+        for name in os.listdir(path):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+        return True
+    except OSError:
+        return False
+
+
 def sweep_dead() -> list[str]:
     """Unlink the segments of sidecars that are no longer running.
 
@@ -195,11 +216,8 @@ def sweep_dead() -> list[str]:
         pid = segment_pid(path)
         if pid is None or pid == own or _pid_alive(pid):
             continue
-        try:
-            os.unlink(path)
-        except OSError:
-            continue  # gone already, or not ours to remove
-        removed.append(path)
+        if _remove(path):  # else gone already, or not ours to remove
+            removed.append(path)
     return removed
 
 
@@ -208,8 +226,6 @@ def sweep_own() -> list[str]:
     own = sidecar_pid()
     removed = []
     for path in _segment_files():
-        if segment_pid(path) == own:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                removed.append(path)
+        if segment_pid(path) == own and _remove(path):
+            removed.append(path)
     return removed

@@ -177,6 +177,35 @@ def test_sweep_dead_removes_only_dead_sidecars(tmp_path: Path) -> None:
             f.unlink(missing_ok=True)
 
 
+def test_sweeps_remove_upload_staging_directories_too() -> None:
+    """A client that died while creating an upload file leaves ``….stage/data``."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    own = shm.sidecar_pid()
+    stages = [Path(shm.SHM_DIR) / f"pybridge-{pid}-up-9.1.stage" for pid in (dead.pid, own)]
+    outside = Path(shm.SHM_DIR) / f"zb-sweep-test-{os.getpid()}"
+    outside.write_bytes(b"keep")
+    try:
+        for stage in stages:
+            stage.mkdir()
+            (stage / "data").write_bytes(b"x")
+        # a symlink among the leftovers is removed itself, its target kept
+        link = Path(shm.SHM_DIR) / f"pybridge-{dead.pid}-up-9.2"
+        link.symlink_to(outside)
+        removed = shm.sweep_dead()
+        assert str(stages[0]) in removed and not stages[0].exists()
+        assert str(link) in removed and not link.is_symlink()
+        assert stages[1].exists(), "the running sidecar's own files wait for sweep_own"
+        assert str(stages[1]) in shm.sweep_own() and not stages[1].exists()
+        assert outside.read_bytes() == b"keep"
+    finally:
+        outside.unlink(missing_ok=True)
+        for stage in stages:
+            (stage / "data").unlink(missing_ok=True)
+            if stage.exists():
+                stage.rmdir()
+
+
 def test_pool_start_sweeps_dead_segments() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -1370,10 +1370,12 @@ defmodule ZarrBridge.Sidecar do
 
   defp sweep_shared_memory(nil), do: :ok
 
+  # Segment files, and the staging directory of an upload file whose
+  # writer died half-way (File.rm_rf/1 removes a symlink, not its target).
   defp sweep_shared_memory(os_pid) do
     "/dev/shm/pybridge-#{os_pid}-*"
     |> Path.wildcard()
-    |> Enum.each(&File.rm/1)
+    |> Enum.each(&File.rm_rf/1)
   end
 
   defp cancel_timer(nil), do: :ok
