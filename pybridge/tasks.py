@@ -59,7 +59,7 @@ from pybridge.workers import output_buffer
 
 __all__ = [
     "decode",
-    "decode_batch",
+    "decode_run",
     "decoded_size",
     "encode",
     "pipeline_decode",
@@ -264,74 +264,54 @@ def decode(payload: Any, config: Mapping[str, Any], dtype: Any = None,
     return _decoded(out, dt, shape, what)
 
 
-def decode_batch(payload: Any, config: Mapping[str, Any], dtype: Any,
-                 shape: Sequence[int] | None, allow_pickle: bool, lengths: Sequence[int],
-                 first_index: int, seg_path: str, offsets: Sequence[int],
-                 sizes: Sequence[int]) -> int:
-    """Decode consecutive items into a handoff file, each at its offset.
+def decode_run(payload: Any, config: Mapping[str, Any], dtype: Any,
+               shape: Sequence[int] | None, allow_pickle: bool, lengths: Sequence[int],
+               first_index: int, sizes: Sequence[int]) -> memoryview:
+    """Decode consecutive items into one buffer, back to back.
 
     ``payload`` is the items' encoded bytes, one after the other
-    (``lengths``); item ``k`` decodes to exactly ``sizes[k]`` bytes (the
-    sidecar told them beforehand, from the codec's header or from ``dtype``
-    and ``shape``), written at ``offsets[k]`` of the file at ``seg_path``.
-    Each item is decoded into a buffer this worker reuses, then written with
-    ``pwrite``: cheaper than faulting in fresh shared pages through a
-    mapping. A decoded size other than announced is
-    :class:`~pybridge.errors.DataSizeMismatch`. An error names its item as
-    ``details["index"]`` (``first_index`` + k). Returns the bytes written.
+    (``lengths``); item ``k`` decodes to exactly ``sizes[k]`` bytes (told
+    beforehand, from the codec's header or from ``dtype`` and ``shape``).
+    In a worker the buffer is the task's output segment
+    (:func:`pybridge.workers.output_buffer`), which the worker reuses, so
+    decoding writes into warm memory and the result leaves without a copy.
+    A decoded size other than announced is
+    :class:`~pybridge.errors.DataSizeMismatch`; an error names its item as
+    ``details["index"]`` (``first_index`` + k).
     """
-    import os
-
     cid = config["id"]
     what = f"codec {cid!r} decode"
     codec = codec_registry.get_codec(config, allow_pickle)
     dt = parse_dtype(dtype) if dtype is not None else None
     view = memoryview(payload).cast("B") if payload is not None else memoryview(b"")
-    fd = os.open(seg_path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        pos = 0
-        for k, (n, offset, size) in enumerate(zip(lengths, offsets, sizes)):
-            item = view[pos:pos + n]
-            pos += n
-            try:
-                out = _decode_sized(codec, item, config, dt, dtype, shape, allow_pickle, size,
-                                    what)
-            except BridgeError as exc:
-                exc.details.setdefault("index", first_index + k)
-                raise
-            done = 0
-            while done < size:
-                done += os.pwrite(fd, out[done:], offset + done)
-        return sum(sizes)
-    finally:
-        os.close(fd)
+    out = output_buffer(sum(sizes))
+    pos = offset = 0
+    for k, (n, size) in enumerate(zip(lengths, sizes)):
+        try:
+            _decode_sized_into(codec, view[pos:pos + n], config, dt, dtype, shape,
+                               allow_pickle, out[offset:offset + size], what)
+        except BridgeError as exc:
+            exc.details.setdefault("index", first_index + k)
+            raise
+        pos += n
+        offset += size
+    return out
 
 
-_SCRATCH = bytearray()
-#: Largest decoded item whose buffer a worker keeps for the next one.
-_SCRATCH_KEEP = 16 << 20
-
-
-def _decode_sized(codec: Any, item: memoryview, config: Mapping[str, Any],
-                  dt: np.dtype[Any] | None, dtype: Any, shape: Sequence[int] | None,
-                  allow_pickle: bool, size: int, what: str) -> memoryview:
-    """``item`` decoded to exactly ``size`` bytes (a view valid until the next call)."""
-    global _SCRATCH
+def _decode_sized_into(codec: Any, item: memoryview, config: Mapping[str, Any],
+                       dt: np.dtype[Any] | None, dtype: Any, shape: Sequence[int] | None,
+                       allow_pickle: bool, out: memoryview, what: str) -> None:
+    """Decode ``item`` into ``out``, which it must fill exactly."""
     cid = config["id"]
+    size = out.nbytes
     if decoded_size(cid, item) == size:
         if cid == "blosc":
             blosc_checked(item, what)
         if dt is not None:
             _decoded(_Sized(size), dt, shape, what)
-        if size > _SCRATCH_KEEP:
-            out = memoryview(bytearray(size))
-        else:
-            if len(_SCRATCH) < size:
-                _SCRATCH = bytearray(size)
-            out = memoryview(_SCRATCH)[:size]
         try:
             codec.decode(item, out=out)
-            return out
+            return
         except Exception:  # noqa: BLE001 - let the plain decode report it
             pass
     decoded = decode(item, config, dtype, shape, allow_pickle)
@@ -342,7 +322,7 @@ def _decode_sized(codec: Any, item: memoryview, config: Mapping[str, Any],
     if got.nbytes != size:
         raise DataSizeMismatch(f"{what}: decoded {got.nbytes} bytes, {size} were expected",
                                expected_bytes=size, bytes=got.nbytes)
-    return got
+    out[:] = got
 
 
 def blosc_checked(payload: Any, what: str) -> None:

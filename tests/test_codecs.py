@@ -21,7 +21,7 @@ import pytest
 import zarr
 import zarr.codecs
 import zarr.codecs.numcodecs
-from helpers import SidecarProcess
+from helpers import SidecarProcess, wait_for
 from numcodecs.compat import ensure_ndarray
 
 from pybridge import codecs as bridge_codecs
@@ -362,6 +362,9 @@ def zfp_stream_with(flip: tuple[int, int], **kw: Any) -> bytes:
     zfp_stream_with((11, 6), rate=8),       # announces 264 bits per value
 ], ids=["too-many-values", "too-high-rate"])
 def test_corrupt_zfp_header_cannot_crash_a_worker(sc: SidecarProcess, stream: bytes) -> None:
+    assert call(sc, "codec.decode", codec={"id": "zlib"},
+                data=numcodecs.Zlib().encode(b"up")).data == b"up"
+    assert wait_for(lambda: len(worker_pids(sc.pid)) == 2)  # both workers are up
     before = worker_pids(sc.pid)
     reply = call(sc, "codec.decode", codec={"id": "zfpy"}, data=stream)
     assert reply.code == "decode_failed", reply.error

@@ -18,7 +18,7 @@ the handlers.
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
@@ -71,11 +71,10 @@ def _check_dtype(wire: Any) -> None:
         parse_dtype(wire)
 
 
-def _gather(call: Call, futures: list[Future[Any]], indexed: bool = True) -> list[Any]:
+def _gather(call: Call, futures: list[Future[Any]]) -> list[Any]:
     """Wait for every future; cancel the rest on the first failure or a cancel.
 
-    With ``indexed``, a BridgeError from future ``i`` gets ``details["index"] = i``
-    (when the futures are the request's items, one each).
+    A BridgeError from item ``i`` gets ``details["index"] = i``.
     """
     index = {f: i for i, f in enumerate(futures)}
     pending = set(futures)
@@ -85,7 +84,7 @@ def _gather(call: Call, futures: list[Future[Any]], indexed: bool = True) -> lis
             for f in done:
                 exc = f.exception()
                 if exc is not None:
-                    if isinstance(exc, BridgeError) and indexed and len(futures) > 1:
+                    if isinstance(exc, BridgeError) and len(futures) > 1:
                         exc.details.setdefault("index", index[f])
                     raise exc
             call.check_cancelled()
@@ -238,11 +237,17 @@ def _decoded_sizes(config: Any, items: list[Any], wire_dtype: Any,
 
 
 def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
-    """Decode every item straight into one handoff segment, at its offset.
+    """Decode every item into one handoff segment, at its offset.
 
     The items are cut into one run per worker (of about equal decoded size),
-    so a request costs a round trip per worker, not per item.
+    so a request costs a round trip per worker, not per item. A worker
+    decodes its run into memory it reuses and hands it back without a copy;
+    this thread writes each run into the segment's file as it arrives
+    (``pwrite``, off the workers' critical path: on few cores the sidecar's
+    thread is otherwise idle meanwhile).
     """
+    import os
+
     from pybridge import tasks
     from pybridge.handoff import handoff_segment
 
@@ -254,23 +259,37 @@ def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
     for k in range(1, len(sizes)):
         offsets[k] = offsets[k - 1] + sizes[k - 1]
     with handoff_segment(call, total) as seg:
-        futures: list[Future[Any]] = []
+        where: dict[Future[Any], int] = {}
         try:
             for a, b in _runs(sizes, pool.size):
                 call.check_cancelled()
-                futures.append(pool.submit(
-                    tasks.decode_batch, p["codec"], p["dtype"], p["shape"],
-                    call.settings.allow_pickle, [len(x) for x in items[a:b]], a, seg.path,
-                    offsets[a:b], sizes[a:b], payload=items[a:b]))
+                f = pool.submit(tasks.decode_run, p["codec"], p["dtype"], p["shape"],
+                                call.settings.allow_pickle, [len(x) for x in items[a:b]], a,
+                                sizes[a:b], payload=items[a:b])
+                where[f] = offsets[a]
+            fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                pending = set(where)
+                while pending:
+                    done, pending = wait(pending, timeout=_WAIT_S, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        offset = where.pop(f)  # dropping the future frees its output segment
+                        run = memoryview(f.result()).cast("B")
+                        try:
+                            written = 0
+                            while written < run.nbytes:
+                                written += os.pwrite(fd, run[written:], offset + written)
+                        finally:
+                            run.release()
+                    done = set()
+                    call.check_cancelled()
+            finally:
+                os.close(fd)
         except BaseException:
-            for f in futures:
+            for f in where:
                 f.cancel()
-            wait(futures)
+            wait(where)
             raise
-        try:
-            _gather(call, futures, indexed=False)
-        finally:
-            wait(futures)  # no worker may write into the segment once it is unlinked
     return {"shm": {"path": seg.path, "bytes": total}, "sizes": sizes}
 
 
@@ -292,17 +311,25 @@ def _runs(sizes: list[int], parts: int) -> list[tuple[int, int]]:
 
 
 def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]:
-    """Copy decoded items (whose sizes were not known up front) into one handoff segment."""
+    """Write decoded items (whose sizes were not known up front) into one handoff segment."""
+    import os
+
     from pybridge.handoff import handoff_segment
 
     sizes = []
     with handoff_segment(call, total) as seg:
-        offset = 0
-        for r in results:
-            view = memoryview(r).cast("B")
-            seg.buf[offset:offset + view.nbytes] = view
-            offset += view.nbytes
-            sizes.append(view.nbytes)
+        fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            offset = 0
+            for r in results:
+                view = memoryview(r).cast("B")
+                written = 0
+                while written < view.nbytes:
+                    written += os.pwrite(fd, view[written:], offset + written)
+                offset += view.nbytes
+                sizes.append(view.nbytes)
+        finally:
+            os.close(fd)
     return {"shm": {"path": seg.path, "bytes": total}, "sizes": sizes}
 
 
