@@ -208,7 +208,8 @@ defmodule ZarrBridge.Sidecar do
       sidecar's handoff threshold (`handoff_threshold` in `hello`'s limits,
       4 MiB by default). When the file cannot be written (no `/dev/shm`, no
       space) the upload goes as a stream. Only methods that take `"shm"`
-      accept it: `array.write`, `array.append` and `array.write_chunk_raw`.
+      accept it: `array.write`, `array.append`, `array.write_chunk_raw` and
+      the `codec.*` methods that take an input.
 
   ## Examples
 
