@@ -1059,3 +1059,29 @@ def test_a_filter_in_foreign_byte_order_reads_as_zarr_python_reads_it(sc, tmp_pa
                           serializer=zarr.codecs.BytesCodec(endian=endian), compressors=None)
     z[:] = a
     same(sc.call("array.read", {"store": fs(path)}).data, zarr.open_array(str(path), mode="r")[:])
+
+
+@pytest.mark.parametrize("dtype, fill", [
+    ("int32", "abc"), ("int32", [1, 2]), ("int32", {"a": 1}), ("int32", "NaN"), ("int32", 1.5),
+    ("uint8", 300), ("int8", -129), ("float64", "nan?"), ("float64", [1.0]), ("bool", "yes"),
+])
+def test_a_fill_value_that_does_not_fit_names_the_param(sc, tmp_path, dtype, fill):
+    reply = sc.call("array.create", {"store": fs(tmp_path / "f"), "shape": [4], "chunks": [2],
+                                     "dtype": dtype, "fill_value": fill})
+    assert reply.code == "invalid_params", reply.error
+    assert reply.error["details"]["param"] == "fill_value"
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("dtype, fill, expected", [
+    ("int32", 7, 7), ("int32", 7.0, 7), ("uint8", 255, 255), ("float64", "NaN", None),
+    ("float64", 2, 2.0), ("bool", True, True),
+])
+def test_fill_values_that_fit_are_kept(sc, tmp_path, dtype, fill, expected):
+    ok(sc.call("array.create", {"store": fs(tmp_path / "f"), "shape": [4], "chunks": [2],
+                                "dtype": dtype, "fill_value": fill}))
+    z = zarr.open_array(str(tmp_path / "f"), mode="r")
+    if expected is None:
+        assert np.isnan(z.fill_value)
+    else:
+        assert z.fill_value == expected and (z[:] == expected).all()

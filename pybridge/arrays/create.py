@@ -266,7 +266,7 @@ def fill_for_create(value: Any, dtype: np.dtype[Any]) -> Any:
         return None
     kind = dtype.kind
     bad = InvalidParams(f"fill_value {value!r} does not fit the dtype", param="fill_value",
-                        expected=f"a {dtype} scalar")
+                        expected=f"a scalar of {dtype}")
     if dtype.fields is not None or kind == "V":
         if not isinstance(value, (bytes, bytearray)) or len(value) != dtype.itemsize:
             raise bad
@@ -277,6 +277,21 @@ def fill_for_create(value: Any, dtype: np.dtype[Any]) -> Any:
             return complex(value[0], value[1])
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return complex(value)
+        raise bad
+    if kind in "iu":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad
+        info = np.iinfo(dtype)
+        if not info.min <= value <= info.max:
+            raise InvalidParams(f"fill_value {value} is out of range for {dtype}",
+                                param="fill_value", expected=f"{info.min}..{info.max}")
+        return value
+    if kind == "f" and not (isinstance(value, (int, float))
+                            or value in ("NaN", "Infinity", "-Infinity")):
+        raise bad
+    if kind == "b" and not isinstance(value, (bool, int)):
         raise bad
     if kind in "mM" and isinstance(value, int) and not isinstance(value, bool):
         return np.array(value, dtype="<i8").view(dtype.newbyteorder("<"))[()]
