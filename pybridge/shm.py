@@ -166,6 +166,14 @@ class Segment:
         self.close()
 
 
+def pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """Write all of ``data`` (bytes-like) at ``offset`` of the open file ``fd``."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -338,11 +338,11 @@ def read_parts_to_file(payload: Any, spec: ChunkSpec, path: str, offset: int,
             count = fill_parts(band, spec, parts)
         finally:
             del band
+        from pybridge.shm import pwrite_all
+
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            done = 0
-            while done < nbytes:
-                done += os.pwrite(fd, view[done:], offset + done)
+            pwrite_all(fd, view, offset)
         finally:
             os.close(fd)
         return count

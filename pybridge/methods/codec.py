@@ -250,6 +250,7 @@ def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
 
     from pybridge import tasks
     from pybridge.handoff import handoff_segment
+    from pybridge.shm import pwrite_all
 
     p = call.params
     items = p["items"]
@@ -274,13 +275,7 @@ def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
                     done, pending = wait(pending, timeout=_WAIT_S, return_when=FIRST_COMPLETED)
                     for f in done:
                         offset = where.pop(f)  # dropping the future frees its output segment
-                        run = memoryview(f.result()).cast("B")
-                        try:
-                            written = 0
-                            while written < run.nbytes:
-                                written += os.pwrite(fd, run[written:], offset + written)
-                        finally:
-                            run.release()
+                        pwrite_all(fd, f.result(), offset)
                     done = set()
                     call.check_cancelled()
             finally:
@@ -315,6 +310,7 @@ def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]
     import os
 
     from pybridge.handoff import handoff_segment
+    from pybridge.shm import pwrite_all
 
     sizes = []
     with handoff_segment(call, total) as seg:
@@ -322,12 +318,10 @@ def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]
         try:
             offset = 0
             for r in results:
-                view = memoryview(r).cast("B")
-                written = 0
-                while written < view.nbytes:
-                    written += os.pwrite(fd, view[written:], offset + written)
-                offset += view.nbytes
-                sizes.append(view.nbytes)
+                size = memoryview(r).nbytes
+                pwrite_all(fd, r, offset)
+                offset += size
+                sizes.append(size)
         finally:
             os.close(fd)
     return {"shm": {"path": seg.path, "bytes": total}, "sizes": sizes}
