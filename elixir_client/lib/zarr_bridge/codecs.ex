@@ -205,8 +205,10 @@ defmodule ZarrBridge.Codecs do
     * `handoff:` - `true` (the default) lets the sidecar hand large results
       (4 MiB or more in all, its `handoff_threshold`) over through one
       shared-memory file instead of the pipe; the results are then
-      sub-binaries of one binary that this call reads. `false` always uses
-      the pipe, so the results must then fit in one frame.
+      sub-binaries of one binary that this call reads (keeping one of them
+      keeps that whole binary alive: `:binary.copy/1` an item you keep
+      alone). `false` always uses the pipe, so the results must then fit in
+      one frame.
   """
   @spec decode_many(codec, [binary], keyword) :: {:ok, [binary | list]} | {:error, Error.t()}
   def decode_many(codec, items, opts \\ []) when is_list(items) do
