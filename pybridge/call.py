@@ -178,8 +178,6 @@ class Call:
         size. (``sendfile`` would save that copy, but a pipe keeps references
         to the file's pages, not copies, and the band is reused at once.)
         """
-        import os
-
         step = self.context.settings.stream_frame_bytes
         self.streamed = True
         buf = memoryview(bytearray(min(step, nbytes)))

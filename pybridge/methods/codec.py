@@ -71,6 +71,17 @@ def _check_dtype(wire: Any) -> None:
         parse_dtype(wire)
 
 
+def _checked_codec(call: Call) -> bool:
+    """Check the request's codec config and dtype here, before any worker
+    sees them; return whether pickle is allowed."""
+    from pybridge.codecs import get_codec
+
+    allow: bool = call.settings.allow_pickle
+    get_codec(call.params["codec"], allow)
+    _check_dtype(call.params["dtype"])
+    return allow
+
+
 def _gather(call: Call, futures: list[Future[Any]]) -> list[Any]:
     """Wait for every future; cancel the rest on the first failure or a cancel.
 
@@ -149,12 +160,9 @@ def codec_list(call: Call) -> dict[str, Any]:
 
 def codec_encode(call: Call) -> dict[str, Any]:
     from pybridge import tasks
-    from pybridge.codecs import get_codec
 
     p = call.params
-    allow = call.settings.allow_pickle
-    get_codec(p["codec"], allow)
-    _check_dtype(p["dtype"])
+    allow = _checked_codec(call)
     payload = _payload(call, values_allowed=True)
     result = _run_one(call, tasks.encode, p["codec"], p["dtype"], p["shape"], p["values"], allow,
                       payload=payload)
@@ -163,12 +171,9 @@ def codec_encode(call: Call) -> dict[str, Any]:
 
 def codec_decode(call: Call) -> dict[str, Any]:
     from pybridge import tasks
-    from pybridge.codecs import get_codec
 
     p = call.params
-    allow = call.settings.allow_pickle
-    get_codec(p["codec"], allow)
-    _check_dtype(p["dtype"])
+    allow = _checked_codec(call)
     payload = _payload(call, values_allowed=False)
     result = _run_one(call, tasks.decode, p["codec"], p["dtype"], p["shape"], allow,
                       payload=payload)
@@ -177,12 +182,9 @@ def codec_decode(call: Call) -> dict[str, Any]:
 
 def codec_encode_many(call: Call) -> dict[str, Any]:
     from pybridge import tasks
-    from pybridge.codecs import get_codec
 
     p = call.params
-    allow = call.settings.allow_pickle
-    get_codec(p["codec"], allow)
-    _check_dtype(p["dtype"])
+    allow = _checked_codec(call)
     results = _run_many(call, tasks.encode, p["items"], p["codec"], p["dtype"], p["shape"], None,
                         allow)
     return _reply_items(call, results)
@@ -190,12 +192,9 @@ def codec_encode_many(call: Call) -> dict[str, Any]:
 
 def codec_decode_many(call: Call) -> dict[str, Any]:
     from pybridge import tasks
-    from pybridge.codecs import get_codec
 
     p = call.params
-    allow = call.settings.allow_pickle
-    get_codec(p["codec"], allow)
-    _check_dtype(p["dtype"])
+    allow = _checked_codec(call)
     if p["handoff"]:
         sizes = _decoded_sizes(p["codec"], p["items"], p["dtype"], p["shape"])
         if sizes is not None and sum(sizes) >= call.settings.handoff_threshold:

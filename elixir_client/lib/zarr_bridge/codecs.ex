@@ -50,7 +50,7 @@ defmodule ZarrBridge.Codecs do
       #=> true
   """
 
-  alias ZarrBridge.{CodecSpec, Dtype, Error, Sidecar}
+  alias ZarrBridge.{CodecSpec, Dtype, Error, Options, Sidecar}
 
   @typedoc "A codec: see the module doc."
   @type codec :: atom | String.t() | {atom, keyword} | %{optional(String.t()) => term}
@@ -84,18 +84,18 @@ defmodule ZarrBridge.Codecs do
   """
   @spec list_codecs(keyword) :: {:ok, [codec_info]} | {:error, Error.t()}
   def list_codecs(opts \\ []) do
-    check_opts!(opts, @common)
+    Options.check!(opts, @common)
 
     case call("codec.list", %{}, nil, opts) do
       {:ok, %{"codecs" => codecs}} when is_list(codecs) -> {:ok, Enum.map(codecs, &info/1)}
-      {:ok, other} -> unexpected(other)
+      {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
     end
   end
 
   @doc "Like `list_codecs/1`, but raises `ZarrBridge.Error`."
   @spec list_codecs!(keyword) :: [codec_info]
-  def list_codecs!(opts \\ []), do: bang(list_codecs(opts))
+  def list_codecs!(opts \\ []), do: Options.bang(list_codecs(opts))
 
   @doc """
   Returns the atoms of the codecs that can be used: available and not
@@ -147,7 +147,7 @@ defmodule ZarrBridge.Codecs do
   """
   @spec encode(codec, iodata | {:values, list}, keyword) :: {:ok, binary} | {:error, Error.t()}
   def encode(codec, data, opts \\ []) do
-    check_opts!(opts, [:dtype, :handoff | @common])
+    Options.check!(opts, [:dtype, :handoff | @common])
 
     with {:ok, params} <- codec_params(codec, opts) do
       "codec.encode" |> call(params, data, opts) |> data_result()
@@ -156,7 +156,7 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `encode/3`, but raises `ZarrBridge.Error`."
   @spec encode!(codec, iodata | {:values, list}, keyword) :: binary
-  def encode!(codec, data, opts \\ []), do: bang(encode(codec, data, opts))
+  def encode!(codec, data, opts \\ []), do: Options.bang(encode(codec, data, opts))
 
   @doc """
   Decodes `data` with `codec`.
@@ -170,7 +170,7 @@ defmodule ZarrBridge.Codecs do
   """
   @spec decode(codec, iodata, keyword) :: {:ok, binary | list} | {:error, Error.t()}
   def decode(codec, data, opts \\ []) do
-    check_opts!(opts, [:dtype, :shape, :handoff | @common])
+    Options.check!(opts, [:dtype, :shape, :handoff | @common])
 
     with {:ok, params} <- codec_params(codec, opts) do
       "codec.decode" |> call(params, data, opts) |> data_result()
@@ -179,7 +179,7 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `decode/3`, but raises `ZarrBridge.Error`."
   @spec decode!(codec, iodata, keyword) :: binary | list
-  def decode!(codec, data, opts \\ []), do: bang(decode(codec, data, opts))
+  def decode!(codec, data, opts \\ []), do: Options.bang(decode(codec, data, opts))
 
   @doc """
   Encodes each binary of `items` with `codec`, spread over the sidecar's
@@ -190,13 +190,13 @@ defmodule ZarrBridge.Codecs do
   """
   @spec encode_many(codec, [binary], keyword) :: {:ok, [binary]} | {:error, Error.t()}
   def encode_many(codec, items, opts \\ []) when is_list(items) do
-    check_opts!(opts, [:dtype | @common])
+    Options.check!(opts, [:dtype | @common])
     many("codec.encode_many", codec, items, opts)
   end
 
   @doc "Like `encode_many/3`, but raises `ZarrBridge.Error`."
   @spec encode_many!(codec, [binary], keyword) :: [binary]
-  def encode_many!(codec, items, opts \\ []), do: bang(encode_many(codec, items, opts))
+  def encode_many!(codec, items, opts \\ []), do: Options.bang(encode_many(codec, items, opts))
 
   @doc """
   Decodes each binary of `items` with `codec`, spread over the sidecar's
@@ -212,7 +212,7 @@ defmodule ZarrBridge.Codecs do
   """
   @spec decode_many(codec, [binary], keyword) :: {:ok, [binary | list]} | {:error, Error.t()}
   def decode_many(codec, items, opts \\ []) when is_list(items) do
-    check_opts!(opts, [:dtype, :shape, :handoff | @common])
+    Options.check!(opts, [:dtype, :shape, :handoff | @common])
 
     case Keyword.get(opts, :handoff, true) do
       true -> many("codec.decode_many", codec, items, Keyword.delete(opts, :handoff), true)
@@ -223,7 +223,7 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `decode_many/3`, but raises `ZarrBridge.Error`."
   @spec decode_many!(codec, [binary], keyword) :: [binary | list]
-  def decode_many!(codec, items, opts \\ []), do: bang(decode_many(codec, items, opts))
+  def decode_many!(codec, items, opts \\ []), do: Options.bang(decode_many(codec, items, opts))
 
   @doc """
   Runs the encode side of one chunk's codec pipeline: `data` is the chunk as
@@ -252,7 +252,7 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `pipeline_encode/3`, but raises `ZarrBridge.Error`."
   @spec pipeline_encode!(pipeline_spec, iodata, keyword) :: binary
-  def pipeline_encode!(spec, data, opts \\ []), do: bang(pipeline_encode(spec, data, opts))
+  def pipeline_encode!(spec, data, opts \\ []), do: Options.bang(pipeline_encode(spec, data, opts))
 
   @doc """
   Runs the decode side of one chunk's codec pipeline: `data` is a stored
@@ -265,7 +265,7 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `pipeline_decode/3`, but raises `ZarrBridge.Error`."
   @spec pipeline_decode!(pipeline_spec, iodata, keyword) :: binary
-  def pipeline_decode!(spec, data, opts \\ []), do: bang(pipeline_decode(spec, data, opts))
+  def pipeline_decode!(spec, data, opts \\ []), do: Options.bang(pipeline_decode(spec, data, opts))
 
   # ------------------------------------------------------------------
 
@@ -289,14 +289,14 @@ defmodule ZarrBridge.Codecs do
 
       case result do
         %{"items" => out} when is_list(out) and length(out) == count ->
-          {:ok, Enum.map(out, &plain/1)}
+          {:ok, Enum.map(out, &Options.plain/1)}
 
         # A handoff: one binary holding every item, cut by "sizes".
         %{"data" => {:bin, data}, "sizes" => sizes} when length(sizes) == count ->
           split_items(data, sizes, result)
 
         other ->
-          unexpected(other)
+          Options.unexpected(other)
       end
     end
   end
@@ -314,7 +314,7 @@ defmodule ZarrBridge.Codecs do
           {nil, -1}
       end)
 
-    if rest == byte_size(data), do: {:ok, items}, else: unexpected(result)
+    if rest == byte_size(data), do: {:ok, items}, else: Options.unexpected(result)
   end
 
   defp codec_params(codec, opts) do
@@ -345,7 +345,7 @@ defmodule ZarrBridge.Codecs do
   @spec_keys [:zarr_format, :dtype, :shape, :filters, :compressor, :order, :codecs]
 
   defp pipeline(method, spec, data, opts) do
-    check_opts!(opts, [:handoff | @common])
+    Options.check!(opts, [:handoff | @common])
     spec = spec_to_keyword(spec)
 
     with {:ok, params} <- pipeline_params(spec) do
@@ -368,7 +368,7 @@ defmodule ZarrBridge.Codecs do
   end
 
   defp pipeline_params(spec) do
-    check_opts!(spec, @spec_keys, "pipeline spec")
+    Options.check!(spec, @spec_keys, "pipeline spec")
     format = Keyword.get(spec, :zarr_format, 3)
     dtype = Keyword.get(spec, :dtype) || raise ArgumentError, "a pipeline spec needs :dtype"
     shape = Keyword.get(spec, :shape) || raise ArgumentError, "a pipeline spec needs :shape"
@@ -420,8 +420,8 @@ defmodule ZarrBridge.Codecs do
     do: raise(ArgumentError, ~s(order must be "C" or "F", got: #{inspect(order)}))
 
   defp call(method, params, data, opts) do
-    server = Keyword.get(opts, :server, Sidecar)
-    call_opts = Keyword.take(opts, [:timeout])
+    server = Options.server(opts)
+    call_opts = Options.call_opts(opts)
 
     cond do
       data == nil ->
@@ -450,37 +450,10 @@ defmodule ZarrBridge.Codecs do
   # Codecs that yield variable-length elements (vlen-utf8, json2, ...) answer
   # with "values", a list.
   defp data_result({:ok, %{"values" => values}}) when is_list(values),
-    do: {:ok, Enum.map(values, &plain/1)}
+    do: {:ok, Enum.map(values, &Options.plain/1)}
 
-  defp data_result({:ok, other}), do: unexpected(other)
+  defp data_result({:ok, other}), do: Options.unexpected(other)
   defp data_result({:error, %Error{}} = error), do: error
 
-  defp plain({:bin, data}), do: data
-  defp plain(list) when is_list(list), do: Enum.map(list, &plain/1)
-  defp plain(value), do: value
 
-  defp unexpected(result) do
-    {:error,
-     %Error{
-       code: :invalid_message,
-       message: "unexpected result from the sidecar: #{inspect(result, limit: 10)}",
-       details: %{result: result}
-     }}
-  end
-
-  defp check_opts!(opts, allowed, what \\ "option") do
-    if not Keyword.keyword?(opts),
-      do: raise(ArgumentError, "expected a keyword list of #{what}s, got: #{inspect(opts)}")
-
-    case Enum.uniq(Keyword.keys(opts)) -- allowed do
-      [] ->
-        :ok
-
-      unknown ->
-        raise ArgumentError, "unknown #{what}s #{inspect(unknown)}; known: #{inspect(allowed)}"
-    end
-  end
-
-  defp bang({:ok, value}), do: value
-  defp bang({:error, %Error{} = error}), do: raise(error)
 end

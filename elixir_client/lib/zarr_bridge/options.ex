@@ -15,18 +15,21 @@ defmodule ZarrBridge.Options do
   @spec storages() :: [storage]
   def storages, do: @storages
 
-  @doc "Raises unless `opts` is a keyword list whose keys are all in `allowed`."
-  @spec check!(term, [atom]) :: :ok
-  def check!(opts, allowed) do
+  @doc """
+  Raises unless `opts` is a keyword list whose keys are all in `allowed`;
+  `what` names the entries in the message ("option" by default).
+  """
+  @spec check!(term, [atom], String.t()) :: :ok
+  def check!(opts, allowed, what \\ "option") do
     if not (is_list(opts) and Keyword.keyword?(opts)),
-      do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
+      do: raise(ArgumentError, "expected a keyword list of #{what}s, got: #{inspect(opts)}")
 
     case Enum.uniq(Keyword.keys(opts)) -- allowed do
       [] ->
         :ok
 
       unknown ->
-        raise ArgumentError, "unknown options #{inspect(unknown)}; known: #{inspect(allowed)}"
+        raise ArgumentError, "unknown #{what}s #{inspect(unknown)}; known: #{inspect(allowed)}"
     end
   end
 
