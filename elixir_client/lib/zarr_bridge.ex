@@ -387,7 +387,7 @@ defmodule ZarrBridge do
 
   defp dtype(opts) do
     case Keyword.fetch(opts, :dtype) do
-      {:ok, dtype} -> Dtype.normalize(dtype)
+      {:ok, dtype} -> dtype |> Options.text() |> Dtype.normalize()
       :error -> raise ArgumentError, "the :dtype option is required"
     end
   end
@@ -442,7 +442,9 @@ defmodule ZarrBridge do
   defp names!(nil), do: nil
 
   defp names!(names) when is_list(names) do
-    Enum.map(names, fn
+    names
+    |> Enum.map(&Options.text/1)
+    |> Enum.map(fn
       nil ->
         nil
 

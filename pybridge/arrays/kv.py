@@ -58,6 +58,10 @@ class KV:
         """Every key below the node ``prefix`` ("" = all), as full keys."""
         raise NotImplementedError
 
+    def size(self, key: str) -> int | None:
+        """The stored size of ``key`` in bytes, without reading it (None: missing)."""
+        raise NotImplementedError
+
     def children(self, prefix: str) -> list[str]:
         """The names one level below the node ``prefix``."""
         raise NotImplementedError
@@ -161,6 +165,10 @@ class FilesystemKV(KV):
             raise StoreError(f"cannot stat {path!r}: {e.strerror or e}", path=path) from e
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
+    def size(self, key: str) -> int | None:
+        stamp = self.stamp(key)
+        return None if stamp is None else int(stamp[1])
+
     def set(self, key: str, data: bytes) -> None:
         from pybridge.arrays.pipeline import write_chunk_file
 
@@ -207,6 +215,10 @@ class MemoryKV(KV):
     def stamp(self, key: str) -> Any:
         return self.get(key)
 
+    def size(self, key: str) -> int | None:
+        buf = self.dict.get(key)
+        return None if buf is None else len(buf)
+
     def set(self, key: str, data: bytes) -> None:
         from zarr.core.buffer import default_buffer_prototype
 
@@ -248,6 +260,11 @@ class ZipKV(KV):
             return None
         info = self.archive.infos[key]
         return (self._stamp, info.CRC, info.file_size)
+
+    def size(self, key: str) -> int | None:
+        if self.archive is None or key not in self.archive.keys():
+            return None
+        return int(self.archive.infos[key].file_size)
 
     def set(self, key: str, data: bytes) -> None:
         if self.session is None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
     from pybridge.call import Call
 
-__all__ = ["append", "chunk_keys", "parse_chunk_key", "read_chunk_raw", "resize",
+__all__ = ["append", "chunk_keys", "parse_chunk_key", "read_chunk_raw", "resize", "stats",
            "write_chunk_raw"]
 
 _INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
@@ -165,6 +165,30 @@ def chunk_keys(meta: ArrayMeta, kv: KV) -> list[str]:
             continue
         out.append(rel)
     return sorted(out)
+
+
+def stats(meta: ArrayMeta, kv: KV) -> dict[str, int]:
+    """How much of the array is stored, without reading any chunk.
+
+    ``chunks_stored`` counts the stored chunk (shard) objects, ``chunks_total``
+    the chunk (shard) grid's size, ``bytes_stored`` their stored sizes added up
+    (metadata documents not included) and ``bytes`` the array's size in memory
+    (0 for variable-length dtypes, which have none).
+    """
+    keys = chunk_keys(meta, kv)
+    stored = 0
+    for key in keys:
+        size = kv.size(join(meta.ref.path, key))
+        stored += size or 0
+    total = 1
+    for n in _grid_extent(meta):
+        total *= n
+    elements = 1
+    for n in meta.spec.shape:
+        elements *= n
+    nbytes = 0 if meta.variable else elements * out_dtype(meta.spec.dtype).itemsize
+    return {"chunks_stored": len(keys), "chunks_total": total, "bytes_stored": stored,
+            "bytes": nbytes}
 
 
 def read_chunk_raw(meta: ArrayMeta, kv: KV, key: str) -> bytes:

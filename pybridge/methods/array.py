@@ -186,6 +186,13 @@ def chunk_keys(call: Call) -> dict[str, Any]:
         return {"keys": keys(meta, kv)}
 
 
+def stats(call: Call) -> dict[str, Any]:
+    from pybridge.arrays.ops import stats as array_stats
+
+    with _array(call) as (meta, kv):
+        return array_stats(meta, kv)
+
+
 def read_chunk_raw(call: Call) -> dict[str, Any]:
     from pybridge.arrays.ops import read_chunk_raw as read_raw
 
@@ -356,4 +363,5 @@ METHODS: list[Method] = [
         "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
         "attributes": Map(),
     }),
+    Method("array.stats", stats, dict(_STORE)),
 ]

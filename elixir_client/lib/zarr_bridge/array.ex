@@ -471,7 +471,7 @@ defmodule ZarrBridge.Array do
     params =
       array
       |> base_params()
-      |> Map.merge(%{"mode" => write_mode(array), "attributes" => attributes})
+      |> Map.merge(%{"mode" => write_mode(array), "attributes" => Options.text_keys(attributes)})
 
     case call(array, method, params, nil, opts) do
       {:ok, %{"attributes" => _}} -> :ok
@@ -501,6 +501,7 @@ defmodule ZarrBridge.Array do
   defp to_ndarray(data, dtype), do: NDArray.from_nested(data, dtype)
 
   defp chunk_key(_array, key) when is_binary(key), do: {:ok, key}
+  defp chunk_key(array, [_ | _] = key), do: chunk_key(array, text_chunk_key!(key))
 
   defp chunk_key(%__MODULE__{metadata: meta}, coords) when is_tuple(coords) do
     rank = tuple_size(meta.shape)
@@ -531,6 +532,17 @@ defmodule ZarrBridge.Array do
         ArgumentError,
         "a chunk is a key string or a coordinates tuple, got: #{inspect(other)}"
       )
+
+  defp text_chunk_key!(key) do
+    case Options.text(key) do
+      text when is_binary(text) ->
+        text
+
+      _ ->
+        raise ArgumentError,
+              "a chunk is a key string or a coordinates tuple, got: #{inspect(key)}"
+    end
+  end
 
   defp shape!(shape, name) when is_tuple(shape) do
     list = Tuple.to_list(shape)

@@ -323,7 +323,11 @@ defmodule ZarrBridge.Group do
   defp attributes_call(group, method, attributes, opts) do
     Options.check!(opts, @common)
     mode = if group.mode == :r, do: "r", else: "r+"
-    params = group |> base_params() |> Map.merge(%{"mode" => mode, "attributes" => attributes})
+
+    params =
+      group
+      |> base_params()
+      |> Map.merge(%{"mode" => mode, "attributes" => Options.text_keys(attributes)})
 
     case call(group, method, params, opts) do
       {:ok, %{"attributes" => _}} -> :ok

@@ -34,6 +34,26 @@ defmodule ZarrBridge.Options do
   end
 
   @doc """
+  Text given as an Erlang string (a charlist, e.g. `"data"` in the Erlang
+  shell or `~c"data"` in Elixir) as an Elixir string; anything else, a
+  string included, as it is. The one place where the public API accepts
+  charlists for paths, names, modes and keys.
+  """
+  @spec text(term) :: term
+  def text(list) when is_list(list) and list != [] do
+    if Enum.all?(list, &is_integer/1) do
+      case :unicode.characters_to_binary(list) do
+        text when is_binary(text) -> text
+        _invalid -> list
+      end
+    else
+      list
+    end
+  end
+
+  def text(other), do: other
+
+  @doc """
   `{storage, path, store}` from `storage:` (default `:filesystem`) and
   `path:` (required): a directory or zip file (expanded to an absolute
   path), or the name of a memory store.
@@ -50,7 +70,7 @@ defmodule ZarrBridge.Options do
         )
 
     path =
-      case Keyword.fetch(opts, :path) do
+      case Keyword.fetch(opts, :path) |> fetched_text() do
         {:ok, path} when is_binary(path) and path != "" ->
           path
 
@@ -78,7 +98,7 @@ defmodule ZarrBridge.Options do
   """
   @spec node!(keyword) :: String.t()
   def node!(opts) do
-    case Keyword.get(opts, :node, "") do
+    case opts |> Keyword.get(:node, "") |> node_text() do
       node when is_binary(node) -> normalize_node(node)
       other -> raise ArgumentError, "node must be a string, got: #{inspect(other)}"
     end
@@ -90,6 +110,9 @@ defmodule ZarrBridge.Options do
 
   @doc "The path of child `name` of the node `parent`."
   @spec join_node(String.t(), String.t()) :: String.t()
+  def join_node(parent, name) when is_list(name) and name != [],
+    do: join_node(parent, text(name))
+
   def join_node(parent, name) when is_binary(name) do
     case normalize_node(name) do
       "" -> raise ArgumentError, "a member name must be a non-empty string, got: #{inspect(name)}"
@@ -103,6 +126,7 @@ defmodule ZarrBridge.Options do
   @doc "The mode atom for `mode` (an atom or string among `allowed`)."
   @spec mode!(term, [atom]) :: atom
   def mode!(mode, allowed) do
+    mode = text(mode)
     found = Enum.find(allowed, &(&1 == mode or Atom.to_string(&1) == mode))
     found || raise ArgumentError, "mode must be one of #{inspect(allowed)}, got: #{inspect(mode)}"
   end
@@ -118,10 +142,28 @@ defmodule ZarrBridge.Options do
 
   @doc "The `attributes:` option, a map (atom keys become strings on the wire)."
   @spec attributes!(term) :: map
-  def attributes!(attrs) when is_map(attrs) and not is_struct(attrs), do: attrs
+  def attributes!(attrs) when is_map(attrs) and not is_struct(attrs), do: text_keys(attrs)
 
   def attributes!(other),
     do: raise(ArgumentError, "attributes must be a map, got: #{inspect(other)}")
+
+  @doc """
+  A JSON-like map whose keys given as charlists become strings, at every
+  depth (values are left alone: a list of small integers is a list).
+  """
+  @spec text_keys(term) :: term
+  def text_keys(%{} = map) when not is_struct(map),
+    do: Map.new(map, fn {k, v} -> {text(k), text_keys(v)} end)
+
+  def text_keys(list) when is_list(list), do: Enum.map(list, &text_keys/1)
+  def text_keys(other), do: other
+
+  # The empty charlist is the empty string: the store's root.
+  defp node_text([]), do: ""
+  defp node_text(node), do: text(node)
+
+  defp fetched_text({:ok, value}), do: {:ok, text(value)}
+  defp fetched_text(:error), do: :error
 
   @doc "The sidecar from `server:` (default `ZarrBridge.Sidecar`)."
   @spec server(keyword, GenServer.server()) :: GenServer.server()

@@ -575,9 +575,17 @@ defmodule ZarrBridge.Sidecar do
                 "known options: #{Enum.map_join(@option_keys, ", ", &inspect/1)}"
       end
 
-      Map.put(acc, key, validate_option!(key, value))
+      Map.put(acc, key, validate_option!(key, erlang_strings(key, value)))
     end)
   end
+
+  # Paths given as Erlang strings (charlists) become Elixir strings.
+  defp erlang_strings(:python, path), do: ZarrBridge.Options.text(path)
+
+  defp erlang_strings(:allowed_roots, roots) when is_list(roots),
+    do: Enum.map(roots, &ZarrBridge.Options.text/1)
+
+  defp erlang_strings(_key, value), do: value
 
   defp validate_option!(:name, name)
        when is_atom(name) or (is_tuple(name) and elem(name, 0) in [:global, :via]),
