@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pybridge.arrays.chunks import ChunkPart, product
 from pybridge.arrays.pipeline import (
     ChunkSpec,
+    blame_chunk,
     can_decode_into,
     decode_chunk,
     encode_chunk,
@@ -166,7 +167,7 @@ def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> 
                 continue
             chunk = _reshape_0d(spec, decode_chunk(spec, raw, reuse=True))
         except BridgeError as e:
-            e.details.setdefault("chunk", spec.chunk_name(p.coords))
+            blame_chunk(e, spec, p.coords)
             raise
         dst[...] = chunk[_slices(p.lo, p.hi)]
     return len(parts)
@@ -210,7 +211,7 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
                     chunk = np.array(_reshape_0d(spec, decode_chunk(spec, raw, reuse=True)),
                                      dtype=native, copy=True)
                 except BridgeError as e:
-                    e.details.setdefault("chunk", spec.chunk_name(p.coords))
+                    blame_chunk(e, spec, p.coords)
                     raise
         if not (p.full and tuple(p.hi) == grid):
             chunk[region] = src[_out_slices(p)]
