@@ -299,3 +299,65 @@ def test_a_bad_inner_chunk_of_a_shard_is_refused(sc, tmp_path, name, how):
     with pytest.raises(Exception):  # noqa: B017
         zarr.open_array(str(array), mode="r")[:]
     sc.ping()
+
+
+# -- what each codec detects -------------------------------------------------
+# One byte flipped in the middle of a stored chunk. Only codecs that carry a
+# checksum of the data detect it every time: crc32c (v3), gzip (CRC-32),
+# zlib (Adler-32), zstd with ``checksum: true``. Without one the read
+# succeeds with different values: no compressor at all, and zstd (also lz4
+# and blosc) whenever the flipped byte lies in data stored as it is (a raw
+# or literal block) rather than in the compressed structure. The values are
+# random bytes here, which zstd stores as a raw block: the outcome is certain.
+
+FLIPS: dict[str, tuple[int, Callable[[], Any], bool]] = {
+    # name: (zarr_format, compressors, detected)
+    "v3-crc32c": (3, lambda: [zarr.codecs.Crc32cCodec()], True),
+    "v3-zstd+crc32c": (3, lambda: [zarr.codecs.ZstdCodec(level=1), zarr.codecs.Crc32cCodec()],
+                       True),
+    "v3-zstd-checksum": (3, lambda: zarr.codecs.ZstdCodec(level=1, checksum=True), True),
+    "v2-gzip": (2, lambda: numcodecs.GZip(level=1), True),
+    "v2-zlib": (2, lambda: numcodecs.Zlib(level=1), True),
+    "v2-zstd": (2, lambda: numcodecs.Zstd(level=1), False),
+    "v3-zstd": (3, lambda: zarr.codecs.ZstdCodec(level=1), False),
+    "v2-none": (2, lambda: None, False),
+    "v3-none": (3, lambda: None, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLIPS))
+def test_what_a_flipped_byte_does(sc, tmp_path, name):
+    fmt, comp, detected = FLIPS[name]
+    values = np.frombuffer(np.random.default_rng(7).bytes(4 * CHUNK), dtype="<i4")
+    array = tmp_path / "flip"
+    z = zarr.create_array(str(array), shape=(CHUNK,), chunks=(CHUNK,), dtype="<i4",
+                          fill_value=0, zarr_format=fmt, compressors=comp())
+    z[:] = values
+    chunk_file = array / ("0" if fmt == 2 else "c/0")
+    stored = bytearray(chunk_file.read_bytes())
+    stored[len(stored) // 2] ^= 0xFF
+    chunk_file.write_bytes(bytes(stored))
+    for params in ({}, {"handoff": True}, {"start": [10], "stop": [CHUNK - 10]}):
+        reply = sc.call("array.read", {"store": fs(array), **params})
+        if detected:
+            assert reply.code == "decode_failed", reply.error
+            assert reply.error["details"]["chunk"] == ("0" if fmt == 2 else "c/0")
+            continue
+        res = reply.unwrap()
+        if "shm" in res:
+            got = Path(res["shm"]["path"]).read_bytes()
+            os.unlink(res["shm"]["path"])
+        else:
+            got = reply.data
+        lo = params.get("start", [0])[0]
+        read = np.frombuffer(got, dtype="<i4")
+        want = values[lo:lo + len(read)]
+        assert len(read) == len(want) and not np.array_equal(read, want)
+        assert np.count_nonzero(read != want) == 1  # the one element that holds the byte
+    # zarr-python comes to the same verdict
+    zr = zarr.open_array(str(array), mode="r")
+    if detected:
+        with pytest.raises(Exception):  # noqa: B017 - each codec raises its own kind
+            zr[:]
+    else:
+        assert np.count_nonzero(zr[:] != values) == 1
