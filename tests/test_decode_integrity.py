@@ -361,3 +361,37 @@ def test_what_a_flipped_byte_does(sc, tmp_path, name):
             zr[:]
     else:
         assert np.count_nonzero(zr[:] != values) == 1
+
+
+# -- through zarr-python in the sidecar ---------------------------------------
+
+@pytest.mark.parametrize("store", ["filesystem", "memory"])
+def test_zarr_python_paths_name_the_chunk_they_cannot_decode(sc, tmp_path, store):
+    """Step selections and memory stores are read by zarr-python in the sidecar:
+    its refusal of a chunk is decode_failed naming it, not 'internal'."""
+    where = fs(tmp_path / "bad") if store == "filesystem" else \
+        {"kind": "memory", "name": f"bad-{os.getpid()}-{tmp_path.name}"}
+    st = {"store": where}
+    sc.call("array.create", {**st, "shape": [N], "chunks": [CHUNK], "dtype": "int32",
+                             "compressor": {"id": "zstd", "level": 1}}).unwrap()
+    sc.call("array.write", {**st, "shape": [N], "data": original().tobytes()}).unwrap()
+    short = numcodecs.Zstd(level=1).encode(original(CHUNK // 2).tobytes())
+    sc.call("array.write_chunk_raw", {**st, "key": "c/1", "data": short}).unwrap()
+    reads = [{"step": [3]}, {"start": [CHUNK + 1], "stop": [CHUNK + 99], "step": [2]}]
+    if store == "memory":
+        reads += [{}, {"start": [CHUNK + 1], "stop": [CHUNK + 9]}, {"handoff": True}]
+    for params in reads:
+        distinctive(sc, tmp_path)
+        reply = sc.call("array.read", {**st, **params})
+        assert reply.code == "decode_failed", (params, reply.error or "a result")
+        assert reply.error["details"]["chunk"] == "c/1", reply.error
+        assert "'c/1'" in reply.error["message"], reply.error
+    if store == "memory":
+        reply = sc.call("array.write", {**st, "start": [CHUNK + 3], "shape": [2],
+                                        "data": b"\0" * 8})
+        assert reply.code == "decode_failed" and reply.error["details"]["chunk"] == "c/1"
+        raw = sc.call("array.read_chunk_raw", {**st, "key": "c/1"}).unwrap()["data"]
+        assert raw == short
+    # the good chunks still read
+    got = sc.call("array.read", {**st, "start": [0], "stop": [CHUNK], "step": [2]}).data
+    assert np.array_equal(np.frombuffer(got, "<i4"), original()[:CHUNK:2])

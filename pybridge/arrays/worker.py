@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pybridge.shm import Segment
 
 __all__ = ["band_view", "fill_parts", "read_parts", "read_parts_to_file", "store_parts",
-           "write_parts", "write_parts_from"]
+           "write_parts", "write_parts_from", "zarr_read"]
 
 _SEGMENTS: OrderedDict[str, Segment] = OrderedDict()
 #: Mappings kept between tasks (band buffers are reused by the sidecar, so
@@ -149,7 +149,7 @@ def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> 
     if spec.engine == "zarr":
         z = _zarr_array(spec, writable=False)
         for p in parts:
-            out[_out_slices(p)] = _zarr_read(z, spec, p, _array_box(spec, p) if spec.grid else ())
+            out[_out_slices(p)] = zarr_read(z, spec, p)
         return len(parts)
     direct = can_decode_into(spec, out.dtype)
     grid = spec.grid if spec.grid else (1,)
@@ -172,15 +172,15 @@ def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> 
     return len(parts)
 
 
-def _zarr_read(z: Any, spec: ChunkSpec, part: ChunkPart, box: Any) -> Any:
-    """zarr-python's read of ``box``, which lies in the chunk of ``part``.
+def zarr_read(z: Any, spec: ChunkSpec, part: ChunkPart) -> Any:
+    """zarr-python's read (through ``z``) of the piece ``part`` of one chunk.
 
     The metadata was read already, so anything but a store or a memory
     error means that the chunk cannot be decoded: :class:`DecodeFailed`
     naming it.
     """
     try:
-        return z[box]
+        return z[_array_box(spec, part) if spec.grid else ()]
     except BridgeError as e:
         blame_chunk(e, spec, part.coords)
         raise
@@ -209,8 +209,7 @@ def _check_chunk_decodes(spec: ChunkSpec, part: ChunkPart) -> None:
 
         fill_shard(np.empty(hi, dtype=out_dtype(spec.dtype)), spec, whole)
         return
-    z = _zarr_array(spec, writable=False)
-    _zarr_read(z, spec, whole, _array_box(spec, whole) if spec.grid else ())
+    zarr_read(_zarr_array(spec, writable=False), spec, whole)
 
 
 def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> int:
