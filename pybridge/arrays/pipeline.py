@@ -59,8 +59,10 @@ __all__ = [
 
 #: ``id`` used in :attr:`ChunkSpec.compressors` for the v3 ``crc32c`` codec.
 CRC32C = "zarr.crc32c"
-#: Codecs whose ``decode(buf, out=...)`` fills a plain byte buffer (others,
-#: such as ``zfpy`` and ``pcodec``, decode to a typed array of their own).
+#: Codecs whose output lands in a plain byte buffer (others, such as
+#: ``zfpy`` and ``pcodec``, decode to a typed array of their own): straight
+#: from ``decode(buf, out=...)`` for :data:`HEADER_CHECKED`, copied in after
+#: its size is checked for the rest (see :func:`_decode_exact`).
 DECODES_INTO = frozenset({"zlib", "gzip", "bz2", "lzma", "lz4", "zstd", "blosc"})
 
 
@@ -280,8 +282,6 @@ def _v2_unfilter(spec: ChunkSpec, filters: list[Any], data: Any, dtype: np.dtype
     """A v2 chunk's decompressed bytes through its filters, as an array of ``spec.grid``."""
     from numcodecs.compat import ensure_ndarray_like
 
-    if not filters:
-        _check_size(_byte_size(data), expected)
     for f in reversed(filters):
         data = f.decode(data)
     flat = ensure_ndarray_like(data)
