@@ -17,14 +17,14 @@ band holding the per-chunk locks of the chunks it touches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pybridge.arrays.chunks import chunk_parts, product
 from pybridge.arrays.metadata import ArrayMeta, zarr_array
-from pybridge.arrays.worker import out_dtype
+from pybridge.arrays.worker import out_dtype, zarr_read
 from pybridge.arrays.write import LOCKS
-from pybridge.errors import DataSizeMismatch, InvalidParams, TooLarge
+from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +36,7 @@ __all__ = ["read_bytes", "read_values", "selection_shape", "write_bytes", "write
 
 MiB = 1 << 20
 BAND_BYTES = 4 * MiB
+T = TypeVar("T")
 
 
 def selection_shape(lo: Sequence[int], hi: Sequence[int], step: Sequence[int]) -> tuple[int, ...]:
@@ -71,11 +72,42 @@ def _bands(meta: ArrayMeta, lo: Sequence[int], hi: Sequence[int], step: Sequence
         start = end
 
 
+def _checked(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
+             work: Callable[[], T]) -> T:
+    """``work()``, a zarr-python read or write of the box ``[lo, hi)``.
+
+    When it fails with anything but a store or a memory error, the chunks
+    the box touches are read one by one: the first that zarr-python cannot
+    decode is :class:`~pybridge.errors.DecodeFailed`, naming it. A failure
+    that no chunk explains is raised as it came.
+    """
+    try:
+        return work()
+    except (BridgeError, OSError, MemoryError):
+        raise
+    except Exception:
+        from pybridge.arrays.chunks import as_banded
+
+        shape, grid, blo, bhi = as_banded(meta.spec.shape, meta.spec.grid, lo, hi)
+        for part in chunk_parts(shape, grid, blo, bhi):
+            zarr_read(z, meta.spec, part)
+        raise
+
+
 def _band_box(meta: ArrayMeta, lo: Sequence[int], hi: Sequence[int], step: Sequence[int],
               a: int, b: int) -> tuple[slice, ...] | tuple[()]:
     if not meta.shape:
         return ()
     return (slice(a, b, step[0]), *_slices(lo[1:], hi[1:], step[1:]))
+
+
+def _read_band(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
+               step: Sequence[int], a: int, b: int) -> Any:
+    """zarr-python's read of the band of rows ``[a, b)`` of the selection."""
+    box = _band_box(meta, lo, hi, step, a, b)
+    if not meta.shape:
+        return _checked(meta, z, (), (), lambda: z[box])
+    return _checked(meta, z, (a, *lo[1:]), (b, *hi[1:]), lambda: z[box])
 
 
 def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequence[int],
@@ -97,7 +129,7 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
             try:
                 for a, b in _bands(meta, lo, hi, step, row_bytes):
                     call.check_cancelled()
-                    band = np.asarray(z[_band_box(meta, lo, hi, step, a, b)])
+                    band = np.asarray(_read_band(meta, z, lo, hi, step, a, b))
                     if shape:
                         first = (a - lo[0]) // step[0]
                         out[first:first + band.shape[0]] = band
@@ -111,7 +143,7 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
     pieces = []
     for a, b in _bands(meta, lo, hi, step, row_bytes):
         call.check_cancelled()
-        band = np.ascontiguousarray(z[_band_box(meta, lo, hi, step, a, b)], dtype=dtype)
+        band = np.ascontiguousarray(_read_band(meta, z, lo, hi, step, a, b), dtype=dtype)
         if inline:
             pieces.append(band.tobytes())
         else:
@@ -132,7 +164,8 @@ def read_values(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequ
         raise TooLarge(f"{n} values cannot fit in one frame of {limit} bytes: read a smaller "
                        "selection", bytes=n, limit=limit)
     z = zarr_array(meta, kv)
-    arr = np.asarray(z[_slices(lo, hi, step)] if shape else z[()])
+    arr = np.asarray(_checked(meta, z, lo, hi,
+                              lambda: z[_slices(lo, hi, step)] if shape else z[()]))
     want = bytes if meta.dtype.kind == "O" else str
     values = [v if isinstance(v, want) else want(v) for v in arr.reshape(-1).tolist()]
     total = sum(len(v) for v in values) + 5 * n
@@ -152,12 +185,16 @@ def _chunk_keys(meta: ArrayMeta, lo: Sequence[int], hi: Sequence[int]) -> list[A
 def _store(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int], arr: Any) -> None:
     keys = LOCKS.acquire(_chunk_keys(meta, lo, hi))
     try:
-        if meta.shape:
-            z[_slices(lo, hi, [1] * len(lo))] = arr
-        else:
-            z[()] = arr.reshape(())
+        _checked(meta, z, lo, hi, lambda: _assign(meta, z, lo, hi, arr))
     finally:
         LOCKS.release(keys)
+
+
+def _assign(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int], arr: Any) -> None:
+    if meta.shape:
+        z[_slices(lo, hi, [1] * len(lo))] = arr
+    else:
+        z[()] = arr.reshape(())
 
 
 def write_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequence[int],

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import chunk_key
 from pybridge.arrays.store import check_inside
-from pybridge.errors import DecodeFailed, EncodeFailed, StoreError
+from pybridge.errors import BridgeError, DecodeFailed, EncodeFailed, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChunkSpec",
+    "blame_chunk",
     "can_decode_into",
     "decode_chunk",
     "dtype_token",
@@ -58,8 +59,10 @@ __all__ = [
 
 #: ``id`` used in :attr:`ChunkSpec.compressors` for the v3 ``crc32c`` codec.
 CRC32C = "zarr.crc32c"
-#: Codecs whose ``decode(buf, out=...)`` fills a plain byte buffer (others,
-#: such as ``zfpy`` and ``pcodec``, decode to a typed array of their own).
+#: Codecs whose output lands in a plain byte buffer (others, such as
+#: ``zfpy`` and ``pcodec``, decode to a typed array of their own): straight
+#: from ``decode(buf, out=...)`` for :data:`HEADER_CHECKED`, copied in after
+#: its size is checked for the rest (see :func:`_decode_exact`).
 DECODES_INTO = frozenset({"zlib", "gzip", "bz2", "lzma", "lz4", "zstd", "blosc"})
 
 
@@ -226,45 +229,143 @@ def decode_chunk(spec: ChunkSpec, raw: Any, reuse: bool = False,
     read-only. With ``reuse`` it may be a view of a scratch buffer that the
     next call overwrites (the caller copies what it needs first). With
     ``into`` (a C-contiguous array of the chunk's size, only when
-    :func:`can_decode_into`) the chunk is decoded straight into it. Raises
-    :class:`DecodeFailed` on corrupt input.
+    :func:`can_decode_into`) the chunk is decoded straight into it.
+
+    A chunk must decode to exactly the bytes a chunk holds: a decode into a
+    buffer (``into`` or the scratch buffer) is made only when the codec's
+    frame announces that size and the codec checks its output against it,
+    otherwise the codec decodes on its own and its result is measured first
+    (:func:`_decode_exact`). Raises :class:`DecodeFailed` on corrupt input,
+    including a chunk that decodes to fewer or more bytes.
     """
     import numpy as np
-    from numcodecs.compat import ensure_ndarray_like
 
     filters, compressors = _codecs(spec)
     dtype = spec_dtype(spec.dtype)
+    expected = _nbytes(spec.grid, dtype.itemsize)
     try:
         data: Any = raw
         last = len(compressors) - 1
         for i, c in enumerate(reversed(compressors)):
-            if spec.compressors[last - i].get("id") == "blosc":
+            cid = spec.compressors[last - i].get("id")
+            if cid == "blosc":
                 check_blosc_frame(data)
             if i == last and into is not None:
-                data = c.decode(data, out=into.reshape(-1).view("u1"))
+                _decode_exact(c, cid, data, into.reshape(-1).view("u1"))
                 return into
-            if i == last and reuse and not filters and \
-                    spec.compressors[0].get("id") in DECODES_INTO:
+            if i == last and reuse and not filters and cid in DECODES_INTO:
                 # the final step decodes straight into a reused buffer
-                data = c.decode(data, out=_scratch(_nbytes(spec.grid, dtype.itemsize)))
+                data = _decode_exact(c, cid, data, _scratch(expected))
             else:
                 data = c.decode(data)
         if spec.engine == "v2":
-            for f in reversed(filters):
-                data = f.decode(data)
-            arr = ensure_ndarray_like(data).view(dtype)
-            arr = arr.reshape(-1, order="A").reshape(spec.grid, order=spec.order)
+            arr = _v2_unfilter(spec, filters, data, dtype, expected)
         else:
+            _check_size(_byte_size(data), expected)
             arr = np.frombuffer(data, dtype=dtype).reshape(spec.grid)
             if filters:
                 native = dtype.newbyteorder("=")
                 arr = arr.astype(native, copy=False)
                 for f in reversed(filters):
                     arr = np.asarray(f.decode(arr)).reshape(spec.grid)
+    except _SizeMismatch as e:
+        raise DecodeFailed(f"cannot decode chunk: {e}", decoded_bytes=e.got,
+                           expected_bytes=e.expected) from None
     except Exception as e:  # numcodecs raises many kinds
         raise DecodeFailed(f"cannot decode chunk: {type(e).__name__}: {e}") from e
     out: np.ndarray = arr
     return out
+
+
+def _v2_unfilter(spec: ChunkSpec, filters: list[Any], data: Any, dtype: np.dtype[Any],
+                 expected: int) -> np.ndarray:
+    """A v2 chunk's decompressed bytes through its filters, as an array of ``spec.grid``."""
+    from numcodecs.compat import ensure_ndarray_like
+
+    for f in reversed(filters):
+        data = f.decode(data)
+    flat = ensure_ndarray_like(data)
+    _check_size(flat.nbytes, expected)
+    arr: np.ndarray = flat.view(dtype)
+    return arr.reshape(-1, order="A").reshape(spec.grid, order=spec.order)
+
+
+class _SizeMismatch(ValueError):
+    """A chunk decoded (or announced that it decodes) to the wrong number of bytes."""
+
+    def __init__(self, got: int, expected: int, announced: bool = False) -> None:
+        what = "its frame header announces" if announced else "it decoded to"
+        super().__init__(f"{what} {got} bytes, a chunk holds {expected}")
+        self.got = got
+        self.expected = expected
+
+
+def _check_size(got: int, expected: int) -> None:
+    if got != expected:
+        raise _SizeMismatch(got, expected)
+
+
+def _byte_size(data: Any) -> int:
+    """The size in bytes of a codec's output (bytes, memoryview or array)."""
+    nbytes = getattr(data, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    return memoryview(data).nbytes
+
+
+#: Codecs whose ``decode(buf, out=...)`` checks the decoded size against the
+#: size their frame header announces (zstd's frame content size, numcodecs'
+#: LZ4 length prefix, blosc's ``nbytes``) and fails when it differs.
+HEADER_CHECKED = frozenset({"zstd", "lz4", "blosc"})
+
+
+def _decode_exact(codec: Any, cid: str | None, data: Any, out: np.ndarray) -> np.ndarray:
+    """Decode ``data`` into ``out`` (uint8), proving that it fills ``out`` exactly.
+
+    numcodecs' ``decode(buf, out=...)`` hands back all of ``out`` however
+    little it wrote (gzip even decodes a short stream into it without a
+    word), so what the buffer held before would pass for chunk data. A codec
+    of :data:`HEADER_CHECKED` decodes into ``out`` only when its frame
+    announces exactly ``out.nbytes`` (another announced size is refused); any
+    other codec, or a frame that announces nothing, decodes on its own and
+    its output is measured before it is copied in.
+    """
+    from numcodecs.compat import ensure_contiguous_ndarray
+
+    from pybridge.tasks import decoded_size
+
+    expected = out.nbytes
+    if cid in HEADER_CHECKED:
+        announced = decoded_size(cid, data)
+        if announced is not None:
+            if announced != expected:
+                raise _SizeMismatch(announced, expected, announced=True)
+            codec.decode(data, out=out)
+            return out
+    got = ensure_contiguous_ndarray(codec.decode(data)).reshape(-1).view("u1")
+    _check_size(got.nbytes, expected)
+    out[...] = got
+    return out
+
+
+def blame_chunk(e: BridgeError, spec: ChunkSpec, index: tuple[int, ...]) -> None:
+    """Name the chunk at ``index`` of ``spec``'s array in the error ``e``.
+
+    Sets ``details.chunk`` (the chunk's key; for a sharded array the shard's,
+    with ``details.inner`` already set by the shard reader) and
+    ``details.path`` (the array's path in its store) unless they are set,
+    and, for a :class:`DecodeFailed`, says both in the message.
+    """
+    if "chunk" in e.details:
+        return
+    key = spec.chunk_name(index)
+    e.details["chunk"] = key
+    e.details.setdefault("path", spec.path)
+    if isinstance(e, DecodeFailed):
+        inner = e.details.get("inner")
+        what = f"inner chunk {inner} of shard {key!r}" if inner is not None else f"chunk {key!r}"
+        e.message = f"{e.message} ({what} of the array at path {spec.path!r} of {spec.root!r})"
+        e.args = (e.message,)
 
 
 def check_blosc_frame(buf: Any) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import ChunkPart, product
-from pybridge.arrays.pipeline import ChunkSpec, can_decode_into, decode_chunk
+from pybridge.arrays.pipeline import ChunkSpec, blame_chunk, can_decode_into, decode_chunk
 from pybridge.errors import BridgeError, DecodeFailed, StoreError
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def fill_shard(dst: np.ndarray, spec: ChunkSpec, part: ChunkPart) -> None:
             count = product(layout.per_shard(spec.grid))
             _fill(dst, spec, layout, part, _Shard(f.fileno(), layout, count))
     except BridgeError as e:
-        e.details.setdefault("chunk", spec.chunk_name(part.coords))
+        blame_chunk(e, spec, part.coords)
         raise
     except OSError as e:
         raise StoreError(f"cannot read chunk {path!r}: {e.strerror or e}", path=path) from e

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pybridge.arrays.chunks import ChunkPart, product
 from pybridge.arrays.pipeline import (
     ChunkSpec,
+    blame_chunk,
     can_decode_into,
     decode_chunk,
     encode_chunk,
@@ -37,7 +38,7 @@ from pybridge.arrays.pipeline import (
     spec_dtype,
     write_chunk_file,
 )
-from pybridge.errors import BridgeError, StoreError
+from pybridge.errors import BridgeError, DecodeFailed, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from pybridge.shm import Segment
 
 __all__ = ["band_view", "fill_parts", "read_parts", "read_parts_to_file", "store_parts",
-           "write_parts", "write_parts_from"]
+           "write_parts", "write_parts_from", "zarr_read"]
 
 _SEGMENTS: OrderedDict[str, Segment] = OrderedDict()
 #: Mappings kept between tasks (band buffers are reused by the sidecar, so
@@ -148,8 +149,7 @@ def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> 
     if spec.engine == "zarr":
         z = _zarr_array(spec, writable=False)
         for p in parts:
-            box = _array_box(spec, p) if spec.grid else ()
-            out[_out_slices(p)] = z[box]
+            out[_out_slices(p)] = zarr_read(z, spec, p)
         return len(parts)
     direct = can_decode_into(spec, out.dtype)
     grid = spec.grid if spec.grid else (1,)
@@ -166,10 +166,50 @@ def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> 
                 continue
             chunk = _reshape_0d(spec, decode_chunk(spec, raw, reuse=True))
         except BridgeError as e:
-            e.details.setdefault("chunk", spec.chunk_name(p.coords))
+            blame_chunk(e, spec, p.coords)
             raise
         dst[...] = chunk[_slices(p.lo, p.hi)]
     return len(parts)
+
+
+def zarr_read(z: Any, spec: ChunkSpec, part: ChunkPart) -> Any:
+    """zarr-python's read (through ``z``) of the piece ``part`` of one chunk.
+
+    The metadata was read already, so anything but a store or a memory
+    error means that the chunk cannot be decoded: :class:`DecodeFailed`
+    naming it.
+    """
+    try:
+        return z[_array_box(spec, part) if spec.grid else ()]
+    except BridgeError as e:
+        blame_chunk(e, spec, part.coords)
+        raise
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # zarr-python and numcodecs raise many kinds
+        err = DecodeFailed(f"cannot decode chunk: {type(e).__name__}: {e}")
+        blame_chunk(err, spec, part.coords)
+        raise err from e
+
+
+def _check_chunk_decodes(spec: ChunkSpec, part: ChunkPart) -> None:
+    """Read the whole chunk (or shard) of ``part``; :class:`DecodeFailed` when
+    it cannot be decoded.
+
+    zarr-python's partial writes read the chunk first: when one fails, this
+    tells a stored chunk that cannot be read (``decode_failed``, naming it)
+    from any other failure (which the caller re-raises).
+    """
+    import numpy as np
+
+    hi = tuple(min(g, n - i * g) for i, g, n in zip(part.coords, spec.grid, spec.shape))
+    whole = ChunkPart(part.coords, (0,) * len(hi), hi, (0,) * len(hi), True)
+    if spec.shard is not None:
+        from pybridge.arrays.shards import fill_shard
+
+        fill_shard(np.empty(hi, dtype=out_dtype(spec.dtype)), spec, whole)
+        return
+    zarr_read(_zarr_array(spec, writable=False), spec, whole)
 
 
 def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> int:
@@ -186,10 +226,19 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
             if z is None:
                 z = _zarr_array(spec, writable=True)
             value = np.ascontiguousarray(src[_out_slices(p)])
-            if spec.grid:
-                z[_array_box(spec, p)] = value
-            else:
-                z[()] = value.reshape(())
+            try:
+                if spec.grid:
+                    z[_array_box(spec, p)] = value
+                else:
+                    z[()] = value.reshape(())
+            except BridgeError as e:
+                blame_chunk(e, spec, p.coords)
+                raise
+            except (OSError, MemoryError):
+                raise
+            except Exception:
+                _check_chunk_decodes(spec, p)  # a stored chunk that cannot be read is to blame
+                raise
         return len(parts)
     grid = spec.grid if spec.grid else (1,)
     native = spec_dtype(spec.dtype).newbyteorder("=")
@@ -210,7 +259,7 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
                     chunk = np.array(_reshape_0d(spec, decode_chunk(spec, raw, reuse=True)),
                                      dtype=native, copy=True)
                 except BridgeError as e:
-                    e.details.setdefault("chunk", spec.chunk_name(p.coords))
+                    blame_chunk(e, spec, p.coords)
                     raise
         if not (p.full and tuple(p.hi) == grid):
             chunk[region] = src[_out_slices(p)]
