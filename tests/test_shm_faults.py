@@ -44,10 +44,11 @@ SETUPS = {
     "full": "mount -t tmpfs -o size=2m,mode=1777 tmpfs /dev/shm && "
             "(head -c 4194304 /dev/zero > /dev/shm/filler 2>/dev/null; true)",
     "ro": "mount -t tmpfs -o ro,size=2m tmpfs /dev/shm",
-    # cwd keeps the hidden /dev reachable while a tmpfs covers it
+    # cwd keeps the hidden /dev reachable while a tmpfs covers it (-c: mount must
+    # not resolve ./null to the new, empty /dev/null)
     "missing": 'W=$PWD && cd /dev && mount -t tmpfs -o size=1m tmpfs /dev && '
                'for n in null zero full random urandom; do '
-               'touch /dev/$n && mount --bind ./$n /dev/$n || exit 1; done && '
+               'touch /dev/$n && mount -c --bind ./$n /dev/$n || exit 1; done && '
                'ln -s /proc/self/fd /dev/fd && cd "$W"',
 }
 FAULTS = list(SETUPS)
