@@ -194,3 +194,26 @@ def test_decode_many_handoff_comes_by_the_pipe(faulty: SidecarProcess) -> None:
         assert "shm" not in res
         assert [bytes(x) for x in res["items"]] == [a.tobytes() for a in arrays]
     alive(faulty, pid)
+
+
+def test_a_memfd_locator_never_opens_a_reused_descriptor() -> None:
+    """A memfd segment is found by ``/proc/<pid>/fd/<n>``; once its
+    descriptor is closed and the number reused, its locator is stale."""
+    from pybridge import shm
+
+    a = shm.Segment.create_memfd(4096, "t")
+    a.buf[:1] = b"a"
+    old = a.path
+    a.close()
+    a.unlink()
+    b = shm.Segment.create_memfd(4096, "t")
+    try:
+        b.buf[:1] = b"b"
+        assert old.split(":")[2] == b.path.split(":")[2]  # the same descriptor number
+        with pytest.raises(FileNotFoundError):
+            shm.Segment.attach(old)
+        with shm.Segment.attach(b.path) as seen:
+            assert bytes(seen.buf[:1]) == b"b" and seen.size == 4096
+    finally:
+        b.close()
+        b.unlink()
