@@ -208,9 +208,11 @@ defmodule ZarrBridge.Sidecar do
       sidecar's handoff threshold (`handoff_threshold` in `hello`'s limits,
       4 MiB by default). When the file cannot be written (no `/dev/shm`, no
       space), or when handoff is not usable with this sidecar (see
-      `handoff_usable?/1`), the upload goes as a stream. Only methods that take `"shm"`
-      accept it: `array.write`, `array.append`, `array.write_chunk_raw` and
-      the `codec.*` methods that take an input.
+      `handoff_usable?/1`), the upload goes as a stream. Only methods that
+      take `"shm"` accept it: `array.write`, `array.append`,
+      `array.write_chunk_raw` and the `codec.*` methods that take an input.
+      Params with `"handoff" => true` (a result by handoff) are sent with
+      `"handoff" => false` when handoff is not usable with this sidecar.
 
   ## Examples
 
