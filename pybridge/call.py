@@ -181,7 +181,9 @@ class Call:
         step = self.context.settings.stream_frame_bytes
         self.streamed = True
         buf = memoryview(bytearray(min(step, nbytes)))
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        from pybridge.shm import open_segment
+
+        fd = open_segment(path, os.O_RDONLY)
         try:
             for start in range(offset, offset + nbytes, step):
                 self.check_cancelled()

@@ -78,6 +78,7 @@ def doctor(settings: Settings, out: Any = None) -> int:
     print("\nsettings:", file=out)
     for name, value in settings.describe().items():
         print(f"  {name:<19} {value}", file=out)
+    _print_handoff(settings, out)
     print("\ncodecs:", file=out)
     try:
         codecs = _codecs(settings)
@@ -91,6 +92,20 @@ def doctor(settings: Settings, out: Any = None) -> int:
         reason = f" ({c['reason']})" if c.get("reason") else ""
         print(f"  {c.get('id', '?'):<14} {state}{reason}", file=out)
     return 0
+
+
+def _print_handoff(settings: Settings, out: Any) -> None:
+    """The ``handoff`` section of ``doctor``: what ``hello`` reports."""
+    from pybridge.methods.basic import handoff_status
+
+    status = handoff_status(settings)
+    print("\nhandoff:", file=out)
+    if status["usable"]:
+        print(f"  usable     {status['dir']}", file=out)
+    else:
+        print(f"  UNUSABLE   results and uploads go by the pipe ({status['reason']})", file=out)
+    free = status["free_bytes"]
+    print(f"  free       {'unknown' if free is None else f'{free} bytes'}", file=out)
 
 
 def _codecs(settings: Settings) -> list[dict[str, Any]]:

@@ -7,11 +7,16 @@ and when the request is cancelled after the handler returned but before its
 reply went out (a small janitor thread watches each segment until its reply
 is settled). Once the reply is out, the client owns the file: it reads it
 once and unlinks it.
+
+When ``/dev/shm`` cannot hold the segment (missing, read-only, full),
+:func:`handoff_segment` raises :class:`HandoffUnavailable` before its block
+runs, and the handler answers by the pipe instead (inline or streamed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -24,10 +29,20 @@ if TYPE_CHECKING:
     from pybridge.call import Call
     from pybridge.shm import Segment
 
-__all__ = ["JANITOR", "MAX_HANDOFF_BYTES", "HandoffJanitor", "handoff_segment"]
+__all__ = ["JANITOR", "MAX_HANDOFF_BYTES", "HandoffJanitor", "HandoffUnavailable",
+           "handoff_segment"]
+
+log = logging.getLogger(__name__)
 
 #: Largest result sent by handoff (one segment in /dev/shm).
 MAX_HANDOFF_BYTES = 4 << 30
+
+
+class HandoffUnavailable(Exception):
+    """No handoff segment could be made; the result goes by the pipe instead.
+
+    Never reaches the wire: every handler that offers a handoff catches it.
+    """
 
 
 @contextlib.contextmanager
@@ -36,14 +51,20 @@ def handoff_segment(call: Call, nbytes: int) -> Iterator[Segment]:
 
     The block fills it. On any exception (a cancel included) it is unlinked
     at once; otherwise it is watched until the request's reply is settled,
-    and unlinked if the request is cancelled meanwhile.
+    and unlinked if the request is cancelled meanwhile. Raises
+    :class:`HandoffUnavailable` (before the block) when ``/dev/shm`` cannot
+    hold ``nbytes``.
     """
-    from pybridge.shm import Segment
+    from pybridge.shm import Segment, ShmUnavailable
 
     if nbytes > MAX_HANDOFF_BYTES:
         raise TooLarge(f"a handoff result of {nbytes} bytes is over the limit of "
                        f"{MAX_HANDOFF_BYTES} bytes", bytes=nbytes, limit=MAX_HANDOFF_BYTES)
-    seg = Segment.create(nbytes, "read")
+    try:
+        seg = Segment.create(nbytes, "read")
+    except ShmUnavailable as e:
+        log.info("request %s: no handoff, the result goes by the pipe: %s", call.id, e)
+        raise HandoffUnavailable(str(e)) from None
     try:
         yield seg
         call.check_cancelled()

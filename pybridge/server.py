@@ -513,6 +513,16 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _report_handoff(settings: Settings) -> None:
+    """Say on stderr, at start, when handoffs cannot be used (all goes by the pipe)."""
+    from pybridge.methods.basic import handoff_status
+
+    status = handoff_status(settings)
+    if not status["usable"]:
+        log.warning("shared-memory handoff is unusable, results and uploads go by the "
+                    "pipe: %s", status["reason"])
+
+
 def serve(settings: Settings) -> int:
     """Serve the channel until its input ends; return the exit status."""
     from pybridge.context import SidecarContext, install_blosc_hook
@@ -540,6 +550,7 @@ def serve(settings: Settings) -> int:
         server = Server(settings, FrameReader(in_fd, settings.max_frame_bytes),
                         FrameWriter(out_fd), context, method_table(settings))
         log.info("serving (pid %d, %d methods)", os.getpid(), len(server.methods))
+        _report_handoff(settings)
         server.serve()
         log.info("input closed; exiting")
     except SystemExit as e:

@@ -12,7 +12,9 @@ Transport
     pickled. Every worker has two input segments (created by the sidecar),
     used in turn, and output segments (created by the worker) by index.
     Segments are reused from task to task, and only recreated to grow (or to
-    shrink after an unusually large buffer). Small payloads and every other
+    shrink after an unusually large buffer). They are made with
+    :meth:`pybridge.shm.Segment.scratch`: in ``/dev/shm``, or as memfds when
+    ``/dev/shm`` cannot hold them. Small payloads and every other
     argument or return value go through the worker's pipe, pickled.
 
     A small bytes-like return value comes back as ``bytes``. A large one
@@ -346,7 +348,7 @@ class _WorkerState:
                 seg.unlink()
             # The worker's own pid is in the name, so the sidecar can find
             # the segments of a worker that died.
-            seg = shm.Segment.create(size, f"w{os.getpid()}o{self.out}")
+            seg = shm.Segment.scratch(size, f"w{os.getpid()}o{self.out}")
             self.outputs[self.out] = seg
         assert seg is not None
         return seg
@@ -881,7 +883,7 @@ class WorkerPool:
             if seg is not None:
                 seg.close()
                 seg.unlink()
-            seg = slot.inputs[buf] = shm.Segment.create(size, f"w{slot.index}i{buf}")
+            seg = slot.inputs[buf] = shm.Segment.scratch(size, f"w{slot.index}i{buf}")
         assert seg is not None
         offset = 0
         for view in views:

@@ -120,12 +120,18 @@ class SidecarProcess:
             instead of ``--stdio``; the child's stdout is then captured
             separately (see :meth:`stdout_bytes`).
         start: start the process now (default True).
+        wrapper: a command the sidecar's command line is appended to, for
+            example ``["unshare", "--mount", "sh", "-c", "...; exec \"$@\"", "sh"]``
+            to give the sidecar its own ``/dev/shm``; :attr:`pid` is then
+            the wrapper's, which must ``exec`` the sidecar.
     """
 
     def __init__(self, args: Sequence[str] = (), *, workers: int | None = 1,
                  test_methods: bool = True, env: Mapping[str, str] | None = None,
-                 fd34: bool = False, start: bool = True) -> None:
+                 fd34: bool = False, start: bool = True,
+                 wrapper: Sequence[str] = ()) -> None:
         self.args = list(args)
+        self.wrapper = list(wrapper)
         self.workers = workers
         self.fd34 = fd34
         self.env = dict(os.environ)
@@ -152,7 +158,7 @@ class SidecarProcess:
 
     @property
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "pybridge"]
+        cmd = [*self.wrapper, sys.executable, "-m", "pybridge"]
         if not self.fd34:
             cmd.append("--stdio")
         if self.workers is not None:

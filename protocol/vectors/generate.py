@@ -151,6 +151,8 @@ def vectors() -> list[dict[str, Any]]:
         ("capabilities", A(S("stream"), S("codec"), S("array"), S("handoff"), S("group"),
                            S("zip"), S("memory"), S("values"), S("step"),
                            S("test_methods"))),
+        ("handoff", M(("dev", I(27)), ("dir", S("/dev/shm")), ("free_bytes", I(2**30)),
+                      ("reason", NIL), ("uid", I(1000)), ("usable", TRUE))),
         ("limits", M(("handoff_threshold", I(4 * 2**20)),
                      ("max_frame_bytes", I(64 * 2**20)), ("max_in_flight", I(10000)),
                      ("max_request_bytes", I(16 * 2**30)),

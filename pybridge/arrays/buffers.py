@@ -43,7 +43,7 @@ class BandBuffers:
         size = MiB
         while size < nbytes:
             size *= 2
-        return Segment.create(size, "band")
+        return Segment.scratch(size, "band")
 
     def give(self, seg: Segment) -> None:
         """Return a segment; the smallest ones are dropped beyond the limits."""

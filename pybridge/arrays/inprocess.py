@@ -122,23 +122,13 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
     row_bytes = product(shape[1:]) * dtype.itemsize
     settings = call.context.settings
     if handoff and nbytes >= settings.handoff_threshold:
-        from pybridge.handoff import handoff_segment
+        from pybridge.handoff import HandoffUnavailable
 
-        with handoff_segment(call, nbytes) as seg:
-            out = np.ndarray(shape, dtype=dtype, buffer=seg.buf)
-            try:
-                for a, b in _bands(meta, lo, hi, step, row_bytes):
-                    call.check_cancelled()
-                    band = np.asarray(_read_band(meta, z, lo, hi, step, a, b))
-                    if shape:
-                        first = (a - lo[0]) // step[0]
-                        out[first:first + band.shape[0]] = band
-                    else:
-                        out[...] = band
-            finally:
-                del out
-            result["shm"] = {"path": seg.path, "bytes": nbytes}
-        return
+        try:
+            _read_handoff(call, meta, z, lo, hi, step, shape, dtype, nbytes, result)
+            return
+        except HandoffUnavailable:
+            pass  # /dev/shm cannot hold it: by the pipe
     inline = nbytes <= settings.stream_frame_bytes
     pieces = []
     for a, b in _bands(meta, lo, hi, step, row_bytes):
@@ -150,6 +140,31 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
             call.send_data(memoryview(band.reshape(-1).view("u1").data))
     if inline:
         result["data"] = b"".join(pieces)
+
+
+def _read_handoff(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
+                  step: Sequence[int], shape: tuple[int, ...], dtype: Any, nbytes: int,
+                  result: dict[str, Any]) -> None:
+    """Read the selection into a fresh handoff segment (``result["shm"]``)."""
+    import numpy as np
+
+    from pybridge.handoff import handoff_segment
+
+    row_bytes = product(shape[1:]) * dtype.itemsize
+    with handoff_segment(call, nbytes) as seg:
+        out = np.ndarray(shape, dtype=dtype, buffer=seg.buf)
+        try:
+            for a, b in _bands(meta, lo, hi, step, row_bytes):
+                call.check_cancelled()
+                band = np.asarray(_read_band(meta, z, lo, hi, step, a, b))
+                if shape:
+                    first = (a - lo[0]) // step[0]
+                    out[first:first + band.shape[0]] = band
+                else:
+                    out[...] = band
+        finally:
+            del out
+        result["shm"] = {"path": seg.path, "bytes": nbytes}
 
 
 def read_values(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequence[int],

@@ -42,7 +42,7 @@ from pybridge.arrays.chunks import (
 from pybridge.arrays.metadata import ArrayMeta
 from pybridge.arrays.worker import fill_parts, out_dtype, read_parts, read_parts_to_file
 from pybridge.errors import InvalidSelection, TooLarge
-from pybridge.handoff import MAX_HANDOFF_BYTES, handoff_segment
+from pybridge.handoff import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
 
 if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
@@ -110,8 +110,11 @@ def read_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None,
     nchunks = count_chunks(blo, bhi, grid)
 
     if handoff and nbytes >= settings.handoff_threshold:
-        result["shm"] = _handoff(call, meta, shape, grid, blo, bhi, nbytes)
-        return result
+        try:
+            result["shm"] = _handoff(call, meta, shape, grid, blo, bhi, nbytes)
+            return result
+        except HandoffUnavailable:
+            pass  # /dev/shm cannot hold it: by the pipe
 
     chunk_bytes = product(grid) * out_dtype(spec.dtype).itemsize
     if nchunks <= IN_PLACE_CHUNKS and nchunks * chunk_bytes + nbytes <= IN_PLACE_BYTES:

@@ -14,7 +14,7 @@ from pybridge.params import Bin, Int, Map, Str
 if TYPE_CHECKING:
     from pybridge.call import Call
 
-__all__ = ["METHODS", "capabilities", "versions"]
+__all__ = ["METHODS", "capabilities", "handoff_status", "versions"]
 
 #: Capabilities every sidecar of this version has.
 CAPABILITIES = ("stream", "codec", "array", "handoff", "group", "zip", "memory", "values", "step")
@@ -81,6 +81,15 @@ def versions() -> dict[str, str]:
     return dict(_versions)
 
 
+def handoff_status(settings: Any) -> dict[str, Any]:
+    """``hello``'s ``"handoff"`` map: whether ``/dev/shm`` can take a handoff
+    of the threshold's size now (:func:`pybridge.shm.probe`). When it cannot,
+    every result and upload goes by the pipe."""
+    from pybridge.shm import probe
+
+    return probe(int(getattr(settings, "handoff_threshold", 0)))
+
+
 def capabilities(test_methods: bool) -> list[str]:
     return [*CAPABILITIES, "test_methods"] if test_methods else list(CAPABILITIES)
 
@@ -109,6 +118,7 @@ def hello(call: Call) -> dict[str, Any]:
         "capabilities": capabilities(s.test_methods),
         "pid": os.getpid(),
         "workers": s.workers,
+        "handoff": handoff_status(s),
     }
 
 

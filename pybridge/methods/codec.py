@@ -18,6 +18,7 @@ the handlers.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
@@ -195,15 +196,22 @@ def codec_decode_many(call: Call) -> dict[str, Any]:
 
     p = call.params
     allow = _checked_codec(call)
-    if p["handoff"]:
+    from pybridge.handoff import HandoffUnavailable
+
+    handoff = p["handoff"]
+    if handoff:
         sizes = _decoded_sizes(p["codec"], p["items"], p["dtype"], p["shape"])
         if sizes is not None and sum(sizes) >= call.settings.handoff_threshold:
-            return _decode_many_handoff(call, sizes)
+            try:
+                return _decode_many_handoff(call, sizes)
+            except HandoffUnavailable:
+                handoff = False  # /dev/shm cannot hold it: by the pipe
     results = _run_many(call, tasks.decode, p["items"], p["codec"], p["dtype"], p["shape"], allow)
-    if p["handoff"] and not any(isinstance(r, list) for r in results):
+    if handoff and not any(isinstance(r, list) for r in results):
         total = sum(memoryview(r).nbytes for r in results)
         if total >= call.settings.handoff_threshold:
-            return _items_handoff(call, results, total)
+            with contextlib.suppress(HandoffUnavailable):  # else by the pipe
+                return _items_handoff(call, results, total)
     return _reply_items(call, results)
 
 

@@ -139,7 +139,10 @@ defmodule ZarrBridge.Array do
     * `handoff:` - `true` asks the sidecar to hand large results over in a
       shared-memory file rather than through the pipe (same host only);
       `false` never does. By default it is asked for when the result is
-      1 MiB or more (fixed-size dtypes only);
+      1 MiB or more (fixed-size dtypes only). It is never asked for when
+      the sidecar's `hello` says handoff is not usable for this client
+      (`ZarrBridge.Sidecar.handoff_usable?/1`), and a sidecar that cannot
+      make the file answers through the pipe;
     * `server:`, `timeout:`.
   """
   @spec read(t, keyword) :: {:ok, NDArray.t()} | {:error, Error.t()}
@@ -190,8 +193,9 @@ defmodule ZarrBridge.Array do
   handed over through shared memory (same host only): it is written into a
   file in `/dev/shm` that the sidecar's workers encode from directly, which
   spares the pipe. Other data larger than 256 KiB (or all of it with
-  `handoff: false`, or when the file cannot be written) is uploaded as a
-  stream; smaller data travels in the request. Variable-length values
+  `handoff: false`, when the file cannot be written, or when handoff is not
+  usable with this sidecar, see `ZarrBridge.Sidecar.handoff_usable?/1`) is
+  uploaded as a stream; smaller data travels in the request. Variable-length values
   always travel in the request, so one write of them is limited by the
   sidecar's frame size (64 MiB by default): write large string arrays in
   slices.

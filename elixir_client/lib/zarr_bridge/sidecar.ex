@@ -207,9 +207,12 @@ defmodule ZarrBridge.Sidecar do
       if it is still there. `:auto`: the same when the upload is at least the
       sidecar's handoff threshold (`handoff_threshold` in `hello`'s limits,
       4 MiB by default). When the file cannot be written (no `/dev/shm`, no
-      space) the upload goes as a stream. Only methods that take `"shm"`
-      accept it: `array.write`, `array.append`, `array.write_chunk_raw` and
-      the `codec.*` methods that take an input.
+      space), or when handoff is not usable with this sidecar (see
+      `handoff_usable?/1`), the upload goes as a stream. Only methods that
+      take `"shm"` accept it: `array.write`, `array.append`,
+      `array.write_chunk_raw` and the `codec.*` methods that take an input.
+      Params with `"handoff" => true` (a result by handoff) are sent with
+      `"handoff" => false` when handoff is not usable with this sidecar.
 
   ## Examples
 
@@ -277,6 +280,7 @@ defmodule ZarrBridge.Sidecar do
   defp do_call(pid, method, params, timeout, upload, handoff) do
     timeout = timeout || :persistent_term.get({__MODULE__, pid}, @default_call_timeout)
     deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
+    params = result_handoff(pid, params, deadline)
 
     upload_bytes = if upload == nil, do: nil, else: upload_size(upload)
 
@@ -337,6 +341,7 @@ defmodule ZarrBridge.Sidecar do
 
   defp upload_file(pid, upload, bytes, handoff, deadline) do
     with {:ok, %{"pid" => os_pid} = hello} when is_integer(os_pid) <- hello(pid, deadline),
+         true <- handoff_usable?(hello),
          limits = Map.get(hello, "limits", %{}),
          true <-
            handoff == true or
@@ -354,6 +359,67 @@ defmodule ZarrBridge.Sidecar do
     GenServer.call(pid, :info, remaining(deadline))
   catch
     :exit, _ -> :error
+  end
+
+  # A request for a result by handoff ("handoff" => true) asks for the pipe
+  # instead when this client cannot use handoff with the sidecar: the data
+  # is the same, only its way differs.
+  defp result_handoff(pid, %{"handoff" => true} = params, deadline) do
+    case hello(pid, deadline) do
+      {:ok, hello} -> if handoff_usable?(hello), do: params, else: %{params | "handoff" => false}
+      _ -> params
+    end
+  end
+
+  defp result_handoff(_pid, params, _deadline), do: params
+
+  @doc """
+  Whether this client can exchange data with the sidecar that answered
+  `hello` through shared-memory files (PROTOCOL.md sections 3 and 4): the
+  sidecar found `/dev/shm` usable (`"handoff" => %{"usable" => true}`), the
+  client sees the same `/dev/shm` (same device, `"dev"`), and both run as
+  the same user (`"uid"`; a handoff file is its owner's alone). When it is
+  false, `call/4` sends uploads as streams and asks for results by the
+  pipe (`"handoff" => false`). A `hello` without `"handoff"` allows it.
+  """
+  @spec handoff_usable?(map) :: boolean
+  def handoff_usable?(%{"handoff" => %{} = status}) do
+    status["usable"] != false and same_shm_dir?(status["dev"]) and same_user?(status["uid"])
+  end
+
+  def handoff_usable?(hello) when is_map(hello), do: true
+
+  defp same_shm_dir?(dev) when is_integer(dev) do
+    match?({:ok, %File.Stat{major_device: ^dev}}, File.stat("/dev/shm"))
+  end
+
+  defp same_shm_dir?(_dev), do: true
+
+  defp same_user?(uid) when is_integer(uid), do: effective_uid() in [uid, nil]
+  defp same_user?(_uid), do: true
+
+  # This OS process's effective uid (from /proc; nil where there is none).
+  defp effective_uid do
+    case :persistent_term.get({__MODULE__, :euid}, :unknown) do
+      :unknown ->
+        uid = read_effective_uid()
+        :persistent_term.put({__MODULE__, :euid}, uid)
+        uid
+
+      uid ->
+        uid
+    end
+  end
+
+  defp read_effective_uid do
+    with {:ok, text} <- File.read("/proc/self/status"),
+         [_, ids] <- Regex.run(~r/^Uid:\s+(.*)$/m, text),
+         [_real, effective | _] <- String.split(ids),
+         {uid, ""} <- Integer.parse(effective) do
+      uid
+    else
+      _ -> nil
+    end
   end
 
   # Creates /dev/shm/pybridge-<os pid>-up-<unique> with mode 0600 and no
