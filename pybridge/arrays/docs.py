@@ -81,14 +81,43 @@ def node_signature(kv: KV, path: str) -> tuple[Any, ...] | None:
     return None
 
 
+#: The deepest nesting of lists and objects accepted in a metadata document
+#: (deeper ones would exhaust the recursion of the code that walks them).
+MAX_JSON_DEPTH = 128
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """The nesting depth of a parsed JSON value (walked without recursion),
+    at most ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                return d
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def _load(kv: KV, key: str) -> Any:
     raw = kv.get(key)
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        value = None
+        depth = MAX_JSON_DEPTH + 1
     except ValueError as e:
         raise InvalidMetadata(f"{key!r} is not valid JSON: {e}", key=key) from None
+    else:
+        depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidMetadata(f"{key!r} nests lists and objects more than "
+                              f"{MAX_JSON_DEPTH} deep", key=key, limit=MAX_JSON_DEPTH)
+    return value
 
 
 def _object(value: Any, key: str) -> dict[str, Any]:

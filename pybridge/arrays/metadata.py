@@ -124,9 +124,11 @@ def zarr_array(meta: ArrayMeta, kv: KV) -> Any:
     from zarr.core.array import AsyncArray
     from zarr.storage import StorePath
 
-    from pybridge.arrays.pipeline import checked_store
+    from pybridge.arrays.kv import with_limit
+    from pybridge.arrays.pipeline import checked_store, chunk_limit
 
-    store = checked_store(kv.zarr_store, json.loads(meta.spec.meta_json))
+    store = checked_store(with_limit(kv.zarr_store, chunk_limit(meta.spec)),
+                          json.loads(meta.spec.meta_json))
     return zarr.Array(AsyncArray(metadata=meta.md, store_path=StorePath(store, meta.ref.path)))
 
 

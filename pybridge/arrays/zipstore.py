@@ -149,12 +149,40 @@ def archive_stamp(path: str) -> tuple[int, int, int] | None:
     return _stat(path)
 
 
+def _regular(path: str) -> Any:
+    """The archive file opened for reading (None: missing); anything but a
+    regular file is :class:`StoreError` (:mod:`pybridge.arrays.files`)."""
+    from pybridge.arrays.files import open_regular
+
+    fd = open_regular(path, "zip archive")
+    return None if fd is None else os.fdopen(fd, "rb")
+
+
+class _OwningZipFile(zipfile.ZipFile):
+    """A ZipFile for reading that closes the file object it was given."""
+
+    def __init__(self, f: Any) -> None:
+        self._owned = f
+        super().__init__(f, "r")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
+
+
 def _open_zip(path: str) -> zipfile.ZipFile:
+    f = _regular(path)
+    if f is None:
+        raise StoreError(f"cannot open zip archive {path!r}: it is missing", path=path)
     try:
-        return zipfile.ZipFile(path, "r")
+        return _OwningZipFile(f)
     except zipfile.BadZipFile as e:
+        f.close()
         raise StoreError(f"{path!r} is not a readable zip archive: {e}", path=path) from e
     except OSError as e:
+        f.close()
         raise StoreError(f"cannot open zip archive {path!r}: {e.strerror or e}",
                          path=path) from e
 
@@ -198,12 +226,17 @@ class ZipSession:
         d, base = os.path.split(path)
         self.tmp = os.path.join(d, f".{base}.{os.getpid()}.{next(_counter)}.tmp")
         try:
-            if os.path.exists(path):
-                shutil.copyfile(path, self.tmp)
+            src = _regular(path)
+            if src is not None:
+                with src, open(self.tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
                 zf = zipfile.ZipFile(self.tmp, "a")
             else:
                 os.makedirs(d, exist_ok=True)
                 zf = zipfile.ZipFile(self.tmp, "w")
+        except StoreError:
+            self._remove(self.tmp)
+            raise
         except zipfile.BadZipFile as e:
             self._remove(self.tmp)
             raise StoreError(f"{path!r} is not a readable zip archive: {e}", path=path) from e
