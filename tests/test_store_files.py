@@ -320,7 +320,7 @@ def test_deeply_nested_metadata_is_invalid_metadata(sc, tmp_path, name):
     _write_json(tmp_path / "b" / ".zarray", _v2_doc())
     (tmp_path / "b" / ".zattrs").write_text('{"deep": ' + _deep(50) + "}")
     meta = ok(sc.call("array.open", {"store": fs(tmp_path / "b")}))
-    assert "deep" in meta["attributes"]
+    assert "deep" in meta["metadata"]["attributes"]
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
@@ -358,3 +358,13 @@ def test_n5_container_says_what_it_is(sc, tmp_path, path):
     (tmp_path / "plain").mkdir()
     e = err(sc.call("array.open", {"store": fs(tmp_path / "plain")}), "not_found")
     assert "N5" not in e["message"] and "found" not in e["details"]
+
+
+def test_hdf5_or_zip_file_as_filesystem_store_says_what_it_is(sc, tmp_path):
+    (tmp_path / "x.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    e = err(sc.call("array.open", {"store": fs(tmp_path / "x.h5")}), "not_found")
+    assert "HDF5" in e["message"] and e["details"]["found"] == "hdf5", e
+    zarr.create_array(zarr.storage.ZipStore(str(tmp_path / "a.zip"), mode="w"), shape=(2,),
+                      dtype="int8").store.close()
+    e = err(sc.call("group.open", {"store": fs(tmp_path / "a.zip")}), "not_found")
+    assert "zip" in e["message"] and e["details"]["found"] == "zip", e
