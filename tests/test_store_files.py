@@ -368,3 +368,42 @@ def test_hdf5_or_zip_file_as_filesystem_store_says_what_it_is(sc, tmp_path):
                       dtype="int8").store.close()
     e = err(sc.call("group.open", {"store": fs(tmp_path / "a.zip")}), "not_found")
     assert "zip" in e["message"] and e["details"]["found"] == "zip", e
+
+
+def _zip_with(path: Path, entries: dict[str, Any]) -> None:
+    """A zip archive whose entries are deflated (a huge entry of zeros stays small)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            if callable(data):
+                with zf.open(name, "w", force_zip64=True) as f:
+                    data(f)
+            else:
+                zf.writestr(name, data)
+
+
+def test_zip_entries_over_their_limits_are_refused_before_reading(sc, tmp_path):
+    doc = json.dumps(_v3_doc([8], [4]))
+    zeros = b"\0" * (1 << 20)
+
+    def big_chunk(f: Any) -> None:
+        for _ in range(200):
+            f.write(zeros)
+
+    def big_doc(f: Any) -> None:
+        f.write(doc[:-1].encode())
+        for _ in range(65):
+            f.write(b" " * (1 << 20))
+        f.write(b"}")
+
+    _zip_with(tmp_path / "c.zip", {"zarr.json": doc, "c/1": big_chunk})
+    z = {"kind": "zip", "path": str(tmp_path / "c.zip")}
+    e = _fast(sc, "array.read", {"store": z}, "decode_failed")
+    assert e["details"]["bytes"] == 200 << 20, e
+    _fast(sc, "array.read_chunk_raw", {"store": z, "key": "c/1"}, "decode_failed")
+    _zip_with(tmp_path / "m.zip", {"zarr.json": big_doc})
+    e = _fast(sc, "array.open", {"store": {"kind": "zip", "path": str(tmp_path / "m.zip")}},
+              "invalid_metadata")
+    assert e["details"]["limit"] == 64 << 20, e
+    _still_serving(sc, tmp_path)

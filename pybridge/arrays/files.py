@@ -24,13 +24,15 @@ import os
 import stat
 from typing import Any
 
-from pybridge.errors import BridgeError, InvalidMetadata, StoreError
+from pybridge.errors import BridgeError, DecodeFailed, InvalidMetadata, StoreError
 
 __all__ = [
     "CHUNK_SLACK",
     "MAX_METADATA_BYTES",
+    "METADATA_NAMES",
     "max_stored_bytes",
     "kind_of",
+    "limits_for",
     "open_regular",
     "read_metadata",
     "read_range",
@@ -58,6 +60,20 @@ _KINDS = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
+
+
+#: Names of metadata documents (Zarr v2 and v3, and N5's ``attributes.json``).
+METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata",
+                            "attributes.json"})
+
+
+def limits_for(key: str, limit: int | None) -> tuple[str, int | None, type[BridgeError]]:
+    """``(what, limit, error)`` for reading the store value ``key``: a metadata
+    document is limited to :data:`MAX_METADATA_BYTES` (:class:`InvalidMetadata`),
+    anything else (a chunk) to ``limit`` (:class:`DecodeFailed`)."""
+    if key.rsplit("/", 1)[-1] in METADATA_NAMES:
+        return "metadata document", MAX_METADATA_BYTES, InvalidMetadata
+    return "chunk", limit, DecodeFailed
 
 
 def max_stored_bytes(raw_nbytes: int, pieces: int = 1) -> int:

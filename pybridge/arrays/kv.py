@@ -20,15 +20,11 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from pybridge.arrays.files import MAX_METADATA_BYTES
+from pybridge.arrays.files import limits_for
 from pybridge.arrays.store import StoreRef, check_inside
-from pybridge.errors import BridgeError, DecodeFailed, InvalidMetadata, StoreError
+from pybridge.errors import StoreError
 
 __all__ = ["KV", "MemoryHolder", "confined_local_store", "session", "with_limit"]
-
-#: Names of metadata documents (Zarr v2 and v3, and N5's ``attributes.json``).
-METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata",
-                            "attributes.json"})
 
 
 class MemoryHolder:
@@ -75,13 +71,6 @@ class KV:
         raise NotImplementedError
 
 
-def _limits(key: str, limit: int | None) -> tuple[str, int | None, type[BridgeError]]:
-    """(what, limit, error) for reading the store value ``key``."""
-    if key.rsplit("/", 1)[-1] in METADATA_NAMES:
-        return "metadata document", MAX_METADATA_BYTES, InvalidMetadata
-    return "chunk", limit, DecodeFailed
-
-
 def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool,
                          limit: int | None = None) -> Any:
     """zarr-python's ``LocalStore`` at ``root``, reading files as
@@ -96,11 +85,10 @@ def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool,
 
 
 def with_limit(store: Any, limit: int | None) -> Any:
-    """``store`` with the chunk size limit ``limit``, when it is the sidecar's
-    ``LocalStore`` (other stores are returned as they are)."""
-    if _CONFINED is not None and isinstance(store, _CONFINED):
-        return _CONFINED(str(store.root), store.roots, read_only=store.read_only, limit=limit)
-    return store
+    """``store`` refusing chunks over ``limit`` bytes, when it is one of the
+    sidecar's own stores (a memory store is returned as it is)."""
+    method = getattr(store, "with_chunk_limit", None)
+    return store if method is None else method(limit)
 
 
 _CONFINED: Any = None
@@ -125,6 +113,9 @@ def _confined_class() -> Any:
         def with_read_only(self, read_only: bool = False) -> Any:
             return type(self)(str(self.root), self.roots, read_only=read_only, limit=self.limit)
 
+        def with_chunk_limit(self, limit: int | None) -> Any:
+            return type(self)(str(self.root), self.roots, read_only=self.read_only, limit=limit)
+
         def _check(self, key: str) -> str:
             path = os.path.join(str(self.root), key)
             check_inside(path, self.roots)
@@ -134,7 +125,7 @@ def _confined_class() -> Any:
             from pybridge.arrays.files import read_range, read_regular
 
             path = self._check(key)
-            what, limit, oversize = _limits(key, self.limit)
+            what, limit, oversize = limits_for(key, self.limit)
             if byte_range is None:
                 return read_regular(path, what, limit, oversize)
             return read_range(path, what, byte_range)
@@ -188,7 +179,7 @@ class FilesystemKV(KV):
     def get(self, key: str, limit: int | None = None) -> bytes | None:
         from pybridge.arrays.files import read_regular
 
-        what, limit, oversize = _limits(key, limit)
+        what, limit, oversize = limits_for(key, limit)
         return read_regular(self._path(key), what, limit, oversize)
 
     def stamp(self, key: str) -> Any:
@@ -279,15 +270,7 @@ class ZipKV(KV):
         self._stamp = archive_stamp(ref.root)
 
     def get(self, key: str, limit: int | None = None) -> bytes | None:
-        if self.archive is None:
-            return None
-        info = self.archive.infos.get(key)
-        what, limit, oversize = _limits(key, limit)
-        if info is not None and limit is not None and info.file_size > limit:
-            raise oversize(f"{what} {key!r} of zip archive {self.path!r} holds "
-                           f"{info.file_size} bytes, more than the {limit} bytes allowed",
-                           path=self.path, key=key, bytes=info.file_size, limit=limit)
-        return self.archive.read(key)
+        return None if self.archive is None else self.archive.read(key, limit=limit)
 
     def stamp(self, key: str) -> Any:
         if self.session is not None:  # inside a write session: no caching
