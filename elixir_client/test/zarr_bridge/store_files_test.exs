@@ -79,4 +79,48 @@ defmodule ZarrBridge.StoreFilesTest do
     assert {:ok, nd} = timed(fn -> Array.read(healthy, timeout: @fast) end)
     assert NDArray.to_list(nd) == Enum.to_list(0..7)
   end
+
+  test "bad dims and non-Zarr containers get specific codes, not :internal" do
+    sc = start_sidecar()
+    dir = tmp_dir()
+
+    assert {:error, %Error{code: :invalid_params, details: %{"param" => "shape"}}} =
+             ZarrBridge.create(
+               path: Path.join(dir, "a"),
+               server: sc,
+               shape: {2 ** 63},
+               chunks: {4},
+               dtype: :int8
+             )
+
+    assert {:error, %Error{code: :invalid_params, details: %{"param" => "chunks"}}} =
+             ZarrBridge.create(
+               path: Path.join(dir, "b"),
+               server: sc,
+               shape: {8},
+               chunks: {0},
+               dtype: :int8
+             )
+
+    # a v2 array written by hand with a chunk length of 0
+    File.mkdir_p!(Path.join(dir, "zero"))
+
+    File.write!(
+      Path.join([dir, "zero", ".zarray"]),
+      ~s({"zarr_format": 2, "shape": [8], "chunks": [0], "dtype": "<i4", "compressor": null,
+          "fill_value": 0, "order": "C", "filters": null})
+    )
+
+    assert {:error, %Error{code: :invalid_metadata}} =
+             ZarrBridge.open(path: Path.join(dir, "zero"), server: sc)
+
+    # an N5 container
+    File.mkdir_p!(Path.join(dir, "n5"))
+    File.write!(Path.join([dir, "n5", "attributes.json"]), ~s({"n5": "2.5.1"}))
+
+    assert {:error, %Error{code: :not_found, message: message}} =
+             ZarrBridge.open(path: Path.join(dir, "n5"), server: sc)
+
+    assert message =~ "N5 container" and message =~ "Zarr v2 and v3"
+  end
 end
