@@ -54,11 +54,11 @@ CHUNK_SLACK = 1 * MiB
 INNER_SLACK = 64 * KiB
 
 _KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
 )
 
 
@@ -83,21 +83,21 @@ def max_stored_bytes(raw_nbytes: int, pieces: int = 1) -> int:
 
 
 def kind_of(mode: int) -> str:
-    """What a file of ``st_mode`` is, in words ("a FIFO", ...)."""
+    """What a file that is not regular is, from its ``st_mode`` ("FIFO", ...)."""
     for test, name in _KINDS:
         if test(mode):
             return name
-    return "not a regular file"
+    return "special file"
 
 
 def _not_regular(path: str, what: str, mode: int) -> StoreError:
     kind = kind_of(mode)
-    return StoreError(f"cannot read {what} {path!r}: it is {kind}, not a regular file",
-                      path=path, file_type=kind.split(" ", 1)[1])
+    return StoreError(f"cannot read {what} {path!r}: it is a {kind}, not a regular file",
+                      path=path, file_type=kind)
 
 
 def _open_failed(path: str, what: str, e: OSError) -> StoreError:
-    if e.errno == errno.ENXIO:  # a socket, or a FIFO with no reader: say which
+    if e.errno == errno.ENXIO:  # opening a socket fails so: say what it is
         try:
             mode = os.stat(path).st_mode
         except OSError:

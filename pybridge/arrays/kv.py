@@ -141,7 +141,8 @@ def _confined_class() -> Any:
             return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
         async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
-            return [await self.get(key, prototype, r) for key, r in key_ranges]
+            return list(await asyncio.gather(*(self.get(key, prototype, r)
+                                               for key, r in key_ranges)))
 
         async def set(self, key: str, value: Any) -> None:
             self._check(key)
