@@ -12,7 +12,12 @@ The sidecar reads ``zarr.json`` (v3) and ``.zarray``/``.zgroup`` plus
   and a complex ``fill_value`` given as one number;
 - use consolidated metadata (v2 ``.zmetadata``, zarr-python's v3 inline
   ``consolidated_metadata``) for a group's members, and for an array whose
-  own document is missing.
+  own document is missing;
+- refuse a document that would exhaust the sidecar: over
+  :data:`~pybridge.arrays.files.MAX_METADATA_BYTES` (checked before it is
+  read) or nested deeper than :data:`MAX_JSON_DEPTH`;
+- say what is there instead when no Zarr node is (:func:`no_node`: an N5
+  container, an HDF5 or zip file).
 """
 
 from __future__ import annotations

@@ -16,8 +16,11 @@ picklable description built by :mod:`pybridge.arrays.metadata`:
   :class:`~pybridge.arrays.shards.ShardLayout`: its reads are done by hand
   (:mod:`pybridge.arrays.shards`), its writes by zarr-python.
 
-Chunk files are read straight from the filesystem and written atomically (a
-temporary file in the same directory, then :func:`os.replace`). When the
+Chunk files are read straight from the filesystem, through
+:mod:`pybridge.arrays.files` (nothing but a regular file is read, and one
+larger than its chunk can be is refused unread: :func:`chunk_limit`), and
+written atomically (a temporary file in the same directory, then
+:func:`os.replace`). When the
 sidecar has allowed roots, each chunk file must resolve inside them (a
 symlink inside the array pointing outside is ``forbidden_path``).
 """
