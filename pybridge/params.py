@@ -21,6 +21,7 @@ __all__ = [
     "Bool",
     "Int",
     "IntList",
+    "MAX_DIM",
     "List",
     "Map",
     "Param",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 _MISSING: Any = object()
+
+#: The largest array length or chunk length accepted (an int64 holds it;
+#: numpy indexes with int64).
+MAX_DIM = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,8 @@ def List(of: Param | None = None, *, required: bool = True, default: Any = None,
 
 
 def IntList(*, required: bool = True, default: Any = None, min: int | None = None,
-            nullable: bool = False) -> Param:
-    return List(Int(min=min), required=required, default=default, nullable=nullable)
+            max: int | None = None, nullable: bool = False) -> Param:
+    return List(Int(min=min, max=max), required=required, default=default, nullable=nullable)
 
 
 def Any_(*, required: bool = True, default: Any = None) -> Param:

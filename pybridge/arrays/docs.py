@@ -12,7 +12,12 @@ The sidecar reads ``zarr.json`` (v3) and ``.zarray``/``.zgroup`` plus
   and a complex ``fill_value`` given as one number;
 - use consolidated metadata (v2 ``.zmetadata``, zarr-python's v3 inline
   ``consolidated_metadata``) for a group's members, and for an array whose
-  own document is missing.
+  own document is missing;
+- refuse a document that would exhaust the sidecar: over
+  :data:`~pybridge.arrays.files.MAX_METADATA_BYTES` (checked before it is
+  read) or nested deeper than :data:`MAX_JSON_DEPTH`;
+- say what is there instead when no Zarr node is (:func:`no_node`: an N5
+  container, an HDF5 or zip file).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pybridge.errors import InvalidMetadata
+from pybridge.errors import BridgeError, InvalidMetadata, NotFound
 
 if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
@@ -31,7 +36,9 @@ if TYPE_CHECKING:
 __all__ = [
     "NodeDoc",
     "consolidated_docs",
+    "foreign_node",
     "join",
+    "no_node",
     "node_signature",
     "normalize_v2",
     "read_node",
@@ -81,14 +88,43 @@ def node_signature(kv: KV, path: str) -> tuple[Any, ...] | None:
     return None
 
 
+#: The deepest nesting of lists and objects accepted in a metadata document
+#: (deeper ones would exhaust the recursion of the code that walks them).
+MAX_JSON_DEPTH = 128
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """The nesting depth of a parsed JSON value (walked without recursion),
+    at most ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                return d
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def _load(kv: KV, key: str) -> Any:
     raw = kv.get(key)
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        value = None
+        depth = MAX_JSON_DEPTH + 1
     except ValueError as e:
         raise InvalidMetadata(f"{key!r} is not valid JSON: {e}", key=key) from None
+    else:
+        depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidMetadata(f"{key!r} nests lists and objects more than "
+                              f"{MAX_JSON_DEPTH} deep", key=key, limit=MAX_JSON_DEPTH)
+    return value
 
 
 def _object(value: Any, key: str) -> dict[str, Any]:
@@ -117,6 +153,74 @@ def read_node(kv: KV, path: str, signature: tuple[Any, ...] | None = None) -> No
     if kind == "array":
         doc = normalize_v2(doc)
     return NodeDoc(path, kind, 2, doc, sig)
+
+
+# -- what else may be there ----------------------------------------------------
+
+N5_ATTRIBUTES = "attributes.json"
+_MAGIC = ((b"\x89HDF\r\n\x1a\n", "hdf5", "an HDF5 file"),
+          (b"PK\x03\x04", "zip", "a zip archive (open it with store kind 'zip')"))
+
+
+def _n5_attributes(kv: KV, path: str) -> Any:
+    try:
+        raw = kv.get(join(path, N5_ATTRIBUTES))
+        return json.loads(raw) if raw is not None else None
+    except (BridgeError, ValueError, RecursionError):
+        return None
+
+
+def foreign_node(kv: KV, path: str) -> tuple[str, str] | None:
+    """``(kind, words)`` when a recognisable non-Zarr container is at ``path``
+    where no Zarr node is: N5 (an ``attributes.json`` with an ``n5`` version
+    at the path or above it, or N5 dataset attributes at the path), or a
+    filesystem store whose root is an HDF5 or zip file. None otherwise."""
+    parts = path.split("/") if path else []
+    for i in range(len(parts), -1, -1):
+        attrs = _n5_attributes(kv, "/".join(parts[:i]))
+        if not isinstance(attrs, dict):
+            continue
+        if "n5" in attrs:
+            return "n5", "an N5 container"
+        if i == len(parts) and "dimensions" in attrs and "dataType" in attrs:
+            return "n5", "an N5 dataset"
+    root = getattr(kv, "root", None)
+    if kv.kind == "filesystem" and isinstance(root, str):
+        head = _head(root)
+        for magic, kind, words in _MAGIC:
+            if head.startswith(magic):
+                return kind, words
+    return None
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of ``path`` when it is a regular file (else b"")."""
+    import os
+
+    from pybridge.arrays.files import open_regular
+
+    try:
+        fd = open_regular(path, "store")
+    except BridgeError:
+        return b""
+    if fd is None:
+        return b""
+    try:
+        return os.pread(fd, 16, 0)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def no_node(kv: KV, path: str, what: str, where: str) -> NotFound:
+    """The ``not_found`` error for no ``what`` ("array", "group") at ``path``,
+    saying what was found instead when it is something recognisable."""
+    found = foreign_node(kv, path)
+    if found is None:
+        return NotFound(f"no {what} at {where}", path=path)
+    return NotFound(f"no {what} at {where}: found {found[1]} there; ZarrBridge reads "
+                    "Zarr v2 and v3", path=path, found=found[0])
 
 
 # -- tolerant spellings -------------------------------------------------------

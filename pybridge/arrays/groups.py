@@ -20,6 +20,7 @@ from pybridge.arrays.docs import (
     NodeDoc,
     consolidated_docs,
     join,
+    no_node,
     node_signature,
     read_node,
 )
@@ -60,7 +61,7 @@ def open_group(ref: StoreRef, kv: KV) -> NodeDoc:
     """The group at ``ref``: NotFound when there is none (or an array is there)."""
     node = read_node(kv, ref.path)
     if node is None:
-        raise NotFound(f"no group at {_where(ref)}", path=ref.path)
+        raise no_node(kv, ref.path, "group", _where(ref))
     if node.kind != "group":
         raise NotFound(f"{_where(ref)} is an array, not a group", path=ref.path,
                        node_type="array")

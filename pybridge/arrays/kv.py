@@ -14,15 +14,17 @@ memory writes are plain dict assignments.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
 
+from pybridge.arrays.files import limits_for
 from pybridge.arrays.store import StoreRef, check_inside
 from pybridge.errors import StoreError
 
-__all__ = ["KV", "MemoryHolder", "confined_local_store", "session"]
+__all__ = ["KV", "MemoryHolder", "confined_local_store", "session", "with_limit"]
 
 
 class MemoryHolder:
@@ -41,7 +43,13 @@ class KV:
     kind = ""
     zarr_store: Any
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        """The bytes of ``key`` (None: missing).
+
+        A metadata document over :data:`~pybridge.arrays.files.MAX_METADATA_BYTES`
+        is :class:`InvalidMetadata`; any other value over ``limit`` bytes is
+        :class:`DecodeFailed` (a stored chunk larger than any encoding of it).
+        """
         raise NotImplementedError
 
     def stamp(self, key: str) -> Any:
@@ -67,17 +75,24 @@ class KV:
         raise NotImplementedError
 
 
-def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool) -> Any:
-    """zarr-python's ``LocalStore`` at ``root``; with ``roots``, one that refuses
-    to read or write a file that resolves outside them (a symlink inside)."""
+def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool,
+                         limit: int | None = None) -> Any:
+    """zarr-python's ``LocalStore`` at ``root``, reading files as
+    :mod:`pybridge.arrays.files` does (no FIFO, device or directory is read;
+    metadata documents and, with ``limit``, chunks are refused above their
+    size limits); with ``roots``, one that refuses to read or write a file
+    that resolves outside them (a symlink inside)."""
     from pybridge.arrays.metadata import import_zarr
 
     import_zarr()
-    from zarr.storage import LocalStore
+    return _confined_class()(root, roots, read_only=read_only, limit=limit)
 
-    if not roots:
-        return LocalStore(root, read_only=read_only)
-    return _confined_class()(root, roots, read_only=read_only)
+
+def with_limit(store: Any, limit: int | None) -> Any:
+    """``store`` refusing chunks over ``limit`` bytes, when it is one of the
+    sidecar's own stores (a memory store is returned as it is)."""
+    method = getattr(store, "with_chunk_limit", None)
+    return store if method is None else method(limit)
 
 
 _CONFINED: Any = None
@@ -90,27 +105,48 @@ def _confined_class() -> Any:
     from zarr.storage import LocalStore
 
     class ConfinedLocalStore(LocalStore):
-        """A LocalStore whose files must resolve inside the allowed roots."""
+        """A LocalStore whose files must resolve inside the allowed roots
+        (when there are any), read so that none can block or exhaust it."""
 
-        def __init__(self, root: str, roots: tuple[str, ...], *, read_only: bool) -> None:
+        def __init__(self, root: str, roots: tuple[str, ...], *, read_only: bool,
+                     limit: int | None = None) -> None:
             super().__init__(root, read_only=read_only)
             self.roots = roots
+            self.limit = limit
 
         def with_read_only(self, read_only: bool = False) -> Any:
-            return type(self)(str(self.root), self.roots, read_only=read_only)
+            return type(self)(str(self.root), self.roots, read_only=read_only, limit=self.limit)
 
-        def _check(self, key: str) -> None:
-            check_inside(os.path.join(str(self.root), key), self.roots)
+        def with_chunk_limit(self, limit: int | None) -> Any:
+            return type(self)(str(self.root), self.roots, read_only=self.read_only, limit=limit)
+
+        def _check(self, key: str) -> str:
+            path = os.path.join(str(self.root), key)
+            check_inside(path, self.roots)
+            return path
+
+        def _read(self, key: str, byte_range: Any) -> bytes | None:
+            from pybridge.arrays.files import read_range, read_regular
+
+            path = self._check(key)
+            what, limit, oversize = limits_for(key, self.limit)
+            if byte_range is None:
+                return read_regular(path, what, limit, oversize)
+            return read_range(path, what, byte_range)
 
         async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
-            self._check(key)
-            return await super().get(key, prototype, byte_range)
+            from zarr.core.buffer import default_buffer_prototype
+
+            if not self._is_open:
+                await self._open()
+            data = await asyncio.to_thread(self._read, key, byte_range)
+            if data is None:
+                return None
+            return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
 
         async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
-            key_ranges = list(key_ranges)
-            for key, _ in key_ranges:
-                self._check(key)
-            return await super().get_partial_values(prototype, key_ranges)
+            return list(await asyncio.gather(*(self.get(key, prototype, r)
+                                               for key, r in key_ranges)))
 
         async def set(self, key: str, value: Any) -> None:
             self._check(key)
@@ -145,15 +181,11 @@ class FilesystemKV(KV):
         check_inside(path, self.roots)
         return path
 
-    def get(self, key: str) -> bytes | None:
-        path = self._path(key)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        except OSError as e:
-            raise StoreError(f"cannot read {path!r}: {e.strerror or e}", path=path) from e
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        from pybridge.arrays.files import read_regular
+
+        what, limit, oversize = limits_for(key, limit)
+        return read_regular(self._path(key), what, limit, oversize)
 
     def stamp(self, key: str) -> Any:
         path = self._path(key)
@@ -208,7 +240,7 @@ class MemoryKV(KV):
         self.dict = holder.dict
         self.zarr_store = holder.store if writable else holder.store.with_read_only(True)
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
         buf = self.dict.get(key)
         return None if buf is None else buf.to_bytes()
 
@@ -250,8 +282,8 @@ class ZipKV(KV):
         self.zarr_store = ZipArchiveStore(archive, zip_session, read_only=zip_session is None)
         self._stamp = archive_stamp(ref.root)
 
-    def get(self, key: str) -> bytes | None:
-        return None if self.archive is None else self.archive.read(key)
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        return None if self.archive is None else self.archive.read(key, limit=limit)
 
     def stamp(self, key: str) -> Any:
         if self.session is not None:  # inside a write session: no caching

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.docs import NodeDoc, from_consolidated, node_signature, read_node
+from pybridge.arrays.docs import NodeDoc, from_consolidated, no_node, node_signature, read_node
 from pybridge.arrays.pipeline import CRC32C, ChunkSpec
 from pybridge.arrays.store import StoreRef
 from pybridge.errors import (
@@ -124,9 +124,11 @@ def zarr_array(meta: ArrayMeta, kv: KV) -> Any:
     from zarr.core.array import AsyncArray
     from zarr.storage import StorePath
 
-    from pybridge.arrays.pipeline import checked_store
+    from pybridge.arrays.kv import with_limit
+    from pybridge.arrays.pipeline import checked_store, chunk_limit
 
-    store = checked_store(kv.zarr_store, json.loads(meta.spec.meta_json))
+    store = checked_store(with_limit(kv.zarr_store, chunk_limit(meta.spec)),
+                          json.loads(meta.spec.meta_json))
     return zarr.Array(AsyncArray(metadata=meta.md, store_path=StorePath(store, meta.ref.path)))
 
 
@@ -182,7 +184,7 @@ def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None) -
             raise
         raise StoreError(f"cannot read the metadata at {where(ref)}: {e}", path=ref.path) from e
     if node is None:
-        raise NotFound(f"no array at {where(ref)}", path=ref.path)
+        raise no_node(kv, ref.path, "array", where(ref))
     if node.kind != "array":
         raise NotFound(f"{where(ref)} is a group, not an array", path=ref.path,
                        node_type="group")
@@ -198,6 +200,7 @@ def meta_from_doc(ref: StoreRef, node: NodeDoc, allow_pickle: bool) -> ArrayMeta
     from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
 
     doc = node.doc
+    _check_dims(doc, node.zarr_format, ref)
     if node.zarr_format == 2:
         _check_safe([doc.get("filters"), doc.get("compressor")], allow_pickle)
     try:
@@ -207,6 +210,39 @@ def meta_from_doc(ref: StoreRef, node: NodeDoc, allow_pickle: bool) -> ArrayMeta
     except Exception as e:
         raise _open_error(e, ref, doc) from e
     return build(ref, node.zarr_format, node.signature, md, allow_pickle, doc)
+
+
+def _dims_of(doc: Mapping[str, Any], fmt: int) -> list[tuple[str, Any, int]]:
+    """(name, value, least allowed) of each shape-like list in an array document."""
+    out: list[tuple[str, Any, int]] = [("shape", doc.get("shape"), 0)]
+    if fmt == 2:
+        return [*out, ("chunks", doc.get("chunks"), 1)]
+    grid = doc.get("chunk_grid")
+    cfg = grid.get("configuration") if isinstance(grid, Mapping) else None
+    if isinstance(cfg, Mapping):
+        out.append(("chunk shape", cfg.get("chunk_shape"), 1))
+    codecs = doc.get("codecs")
+    first = codecs[0] if isinstance(codecs, list) and codecs else None
+    if isinstance(first, Mapping) and first.get("name") == "sharding_indexed":
+        inner = first.get("configuration")
+        if isinstance(inner, Mapping):
+            out.append(("inner chunk shape", inner.get("chunk_shape"), 1))
+    return out
+
+
+def _check_dims(doc: Mapping[str, Any], fmt: int, ref: StoreRef) -> None:
+    """Refuse a shape or chunk shape that would break later (a chunk length
+    of 0 divides by zero on every read; a length past int64 overflows)."""
+    from pybridge.params import MAX_DIM
+
+    for name, dims, least in _dims_of(doc, fmt):
+        if not isinstance(dims, list):
+            continue
+        for d in dims:
+            if isinstance(d, int) and not isinstance(d, bool) and not least <= d <= MAX_DIM:
+                raise InvalidMetadata(f"the metadata at {where(ref)} has {name} {dims!r}: "
+                                      f"each length must be in [{least}, {MAX_DIM}]",
+                                      path=ref.path)
 
 
 def _open_error(e: Exception, ref: StoreRef, doc: Mapping[str, Any]) -> BridgeError:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.docs import METADATA_KEYS, join
 from pybridge.arrays.metadata import ArrayMeta, forget, open_meta, zarr_array
+from pybridge.arrays.pipeline import chunk_limit
 from pybridge.arrays.worker import out_dtype
 from pybridge.arrays.write import LOCKS, write_array
 from pybridge.errors import (
@@ -194,7 +195,7 @@ def stats(meta: ArrayMeta, kv: KV) -> dict[str, int]:
 def read_chunk_raw(meta: ArrayMeta, kv: KV, key: str) -> bytes:
     """The stored bytes of the chunk ``key``; NotFound when it is not stored."""
     parse_chunk_key(meta, key)
-    raw = kv.get(join(meta.ref.path, key))
+    raw = kv.get(join(meta.ref.path, key), chunk_limit(meta.spec))
     if raw is None:
         raise NotFound(f"chunk {key!r} is not stored", path=meta.ref.path, chunk=key)
     return raw

@@ -16,8 +16,11 @@ picklable description built by :mod:`pybridge.arrays.metadata`:
   :class:`~pybridge.arrays.shards.ShardLayout`: its reads are done by hand
   (:mod:`pybridge.arrays.shards`), its writes by zarr-python.
 
-Chunk files are read straight from the filesystem and written atomically (a
-temporary file in the same directory, then :func:`os.replace`). When the
+Chunk files are read straight from the filesystem, through
+:mod:`pybridge.arrays.files` (nothing but a regular file is read, and one
+larger than its chunk can be is refused unread: :func:`chunk_limit`), and
+written atomically (a temporary file in the same directory, then
+:func:`os.replace`). When the
 sidecar has allowed roots, each chunk file must resolve inside them (a
 symlink inside the array pointing outside is ``forbidden_path``).
 """
@@ -47,6 +50,7 @@ __all__ = [
     "ChunkSpec",
     "blame_chunk",
     "can_decode_into",
+    "chunk_limit",
     "decode_chunk",
     "dtype_token",
     "spec_dtype",
@@ -491,17 +495,32 @@ def is_fill(arr: np.ndarray, fill: Any) -> bool:
 _tmp_counter = itertools.count()
 
 
-def read_chunk_file(path: str) -> bytes | None:
-    """The stored bytes of a chunk, or None when the chunk is missing."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
+def read_chunk_file(path: str, limit: int | None = None) -> bytes | None:
+    """The stored bytes of a chunk, or None when the chunk is missing.
+
+    Anything but a regular file there is :class:`StoreError`; a file over
+    ``limit`` bytes (see :func:`chunk_limit`) is :class:`DecodeFailed`,
+    refused before it is read (:mod:`pybridge.arrays.files`).
+    """
+    from pybridge.arrays.files import read_regular
+
+    return read_regular(path, "chunk", limit, DecodeFailed)
+
+
+def chunk_limit(spec: ChunkSpec) -> int | None:
+    """The most bytes a stored chunk (or shard) of ``spec`` may hold (None:
+    no bound, for variable-length data)."""
+    from pybridge.arrays.files import max_stored_bytes
+
+    if spec.dtype in ("|O", "O") or "StringDType" in spec.dtype:
         return None
-    except NotADirectoryError:
-        return None
-    except OSError as e:
-        raise StoreError(f"cannot read chunk {path!r}: {e.strerror or e}", path=path) from e
+    raw = _nbytes(tuple(spec.grid), spec_dtype(spec.dtype).itemsize)
+    pieces = 1
+    if spec.shard is not None:
+        for g, c in zip(spec.grid, spec.shard.chunks):
+            pieces *= max(1, g // max(c, 1))
+        raw += spec.shard.index_nbytes(pieces)
+    return max_stored_bytes(raw, pieces)
 
 
 def write_chunk_file(path: str, data: bytes) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import stat
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -34,7 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import ChunkPart, product
-from pybridge.arrays.pipeline import ChunkSpec, blame_chunk, can_decode_into, decode_chunk
+from pybridge.arrays.pipeline import (ChunkSpec, blame_chunk, can_decode_into, chunk_limit,
+                                       decode_chunk)
 from pybridge.errors import BridgeError, DecodeFailed, StoreError
 
 if TYPE_CHECKING:
@@ -282,18 +282,16 @@ class _Shard:
         return self.data[base:base + n]
 
 
-def _open(path: str) -> Any:
-    """The shard file opened for reading, or None when it is missing."""
-    try:
-        f = open(path, "rb", buffering=0)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as e:
-        raise StoreError(f"cannot read chunk {path!r}: {e.strerror or e}", path=path) from e
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-        f.close()
-        raise StoreError(f"cannot read chunk {path!r}: not a regular file", path=path)
-    return f
+def _open(path: str, limit: int | None) -> Any:
+    """The shard file opened for reading, or None when it is missing.
+
+    Anything but a regular file is :class:`StoreError`; a file over
+    ``limit`` bytes is :class:`DecodeFailed` (:mod:`pybridge.arrays.files`).
+    """
+    from pybridge.arrays.files import open_regular
+
+    fd = open_regular(path, "shard", limit, DecodeFailed)
+    return None if fd is None else os.fdopen(fd, "rb", buffering=0)
 
 
 def _dim_pieces(lo: int, hi: int, c: int) -> list[tuple[int, slice, slice, bool]]:
@@ -318,11 +316,11 @@ def fill_shard(dst: np.ndarray, spec: ChunkSpec, part: ChunkPart) -> None:
     layout = spec.shard
     assert layout is not None
     path = spec.chunk_path(part.coords)
-    f = _open(path)
-    if f is None:
-        dst[...] = spec.fill
-        return
     try:
+        f = _open(path, chunk_limit(spec))
+        if f is None:
+            dst[...] = spec.fill
+            return
         with f:
             count = product(layout.per_shard(spec.grid))
             _fill(dst, spec, layout, part, _Shard(f.fileno(), layout, count))

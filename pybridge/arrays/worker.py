@@ -30,6 +30,7 @@ from pybridge.arrays.pipeline import (
     ChunkSpec,
     blame_chunk,
     can_decode_into,
+    chunk_limit,
     decode_chunk,
     encode_chunk,
     is_fill,
@@ -120,7 +121,8 @@ def _zarr_array(spec: ChunkSpec, writable: bool) -> Any:
         from pybridge.arrays.pipeline import checked_store
 
         doc = json.loads(spec.meta_json)
-        store = checked_store(confined_local_store(spec.root, spec.roots, not writable), doc)
+        store = checked_store(confined_local_store(spec.root, spec.roots, not writable,
+                                                   chunk_limit(spec)), doc)
         z = zarr.Array(AsyncArray(metadata=doc, store_path=StorePath(store, spec.path)))
         with _zarr_lock:
             _ZARR[key] = z
@@ -153,10 +155,11 @@ def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> 
         return len(parts)
     direct = can_decode_into(spec, out.dtype)
     grid = spec.grid if spec.grid else (1,)
+    limit = chunk_limit(spec)
     for p in parts:
         dst = out[_out_slices(p)]
         path = spec.chunk_path(p.coords)
-        raw = read_chunk_file(path)
+        raw = read_chunk_file(path, limit)
         if raw is None:
             dst[...] = spec.fill
             continue
@@ -251,7 +254,7 @@ def store_parts(src: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) ->
         elif p.full:  # an edge chunk, all new: pad with the fill value
             chunk = np.full(grid, spec.fill, dtype=native)
         else:
-            raw = read_chunk_file(path)
+            raw = read_chunk_file(path, chunk_limit(spec))
             if raw is None:
                 chunk = np.full(grid, spec.fill, dtype=native)
             else:

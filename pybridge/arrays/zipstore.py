@@ -88,16 +88,33 @@ class ZipArchive:
         self.superseded = len(zf.infolist()) - len(self.infos)
         self.deleted: set[str] = set()
 
-    def read(self, key: str, byte_range: ByteRequest | None = None) -> bytes | None:
-        """The bytes of ``key`` (a zarr ``ByteRequest`` range of them), or None."""
+    def read(self, key: str, byte_range: ByteRequest | None = None,
+             limit: int | None = None) -> bytes | None:
+        """The bytes of ``key`` (a zarr ``ByteRequest`` range of them), or None.
+
+        A whole read of a metadata document over its limit, or of anything
+        else over ``limit`` bytes, is refused before it is read
+        (:func:`~pybridge.arrays.files.limits_for`).
+        """
         with self.lock:
             info = self.infos.get(key)
             if info is None or key in self.deleted:
                 return None
+            if byte_range is None:
+                self._check_size(key, info, limit)
             with self.zf.open(info) as f:
                 if byte_range is None:
                     return f.read()
                 return _read_range(f, info.file_size, byte_range)
+
+    def _check_size(self, key: str, info: zipfile.ZipInfo, limit: int | None) -> None:
+        from pybridge.arrays.files import limits_for
+
+        what, limit, oversize = limits_for(key, limit)
+        if limit is not None and info.file_size > limit:
+            raise oversize(f"{what} {key!r} of zip archive {self.path!r} holds "
+                           f"{info.file_size} bytes, more than the {limit} bytes allowed",
+                           path=self.path, key=key, bytes=info.file_size, limit=limit)
 
     def keys(self) -> list[str]:
         with self.lock:
@@ -149,12 +166,40 @@ def archive_stamp(path: str) -> tuple[int, int, int] | None:
     return _stat(path)
 
 
+def _regular(path: str) -> Any:
+    """The archive file opened for reading (None: missing); anything but a
+    regular file is :class:`StoreError` (:mod:`pybridge.arrays.files`)."""
+    from pybridge.arrays.files import open_regular
+
+    fd = open_regular(path, "zip archive")
+    return None if fd is None else os.fdopen(fd, "rb")
+
+
+class _OwningZipFile(zipfile.ZipFile):
+    """A ZipFile for reading that closes the file object it was given."""
+
+    def __init__(self, f: Any) -> None:
+        self._owned = f
+        super().__init__(f, "r")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
+
+
 def _open_zip(path: str) -> zipfile.ZipFile:
+    f = _regular(path)
+    if f is None:
+        raise StoreError(f"cannot open zip archive {path!r}: it is missing", path=path)
     try:
-        return zipfile.ZipFile(path, "r")
+        return _OwningZipFile(f)
     except zipfile.BadZipFile as e:
+        f.close()
         raise StoreError(f"{path!r} is not a readable zip archive: {e}", path=path) from e
     except OSError as e:
+        f.close()
         raise StoreError(f"cannot open zip archive {path!r}: {e.strerror or e}",
                          path=path) from e
 
@@ -198,12 +243,17 @@ class ZipSession:
         d, base = os.path.split(path)
         self.tmp = os.path.join(d, f".{base}.{os.getpid()}.{next(_counter)}.tmp")
         try:
-            if os.path.exists(path):
-                shutil.copyfile(path, self.tmp)
+            src = _regular(path)
+            if src is not None:
+                with src, open(self.tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
                 zf = zipfile.ZipFile(self.tmp, "a")
             else:
                 os.makedirs(d, exist_ok=True)
                 zf = zipfile.ZipFile(self.tmp, "w")
+        except StoreError:
+            self._remove(self.tmp)
+            raise
         except zipfile.BadZipFile as e:
             self._remove(self.tmp)
             raise StoreError(f"{path!r} is not a readable zip archive: {e}", path=path) from e
@@ -308,10 +358,11 @@ class ZipArchiveStore(Store):
     supports_listing = True
 
     def __init__(self, archive: ZipArchive | None, session: ZipSession | None = None,
-                 *, read_only: bool = True) -> None:
+                 *, read_only: bool = True, limit: int | None = None) -> None:
         super().__init__(read_only=read_only or session is None)
         self.archive = archive
         self.session = session
+        self.limit = limit
 
     def __eq__(self, other: object) -> bool:
         return self is other
@@ -323,7 +374,13 @@ class ZipArchiveStore(Store):
         return f"zip://{self.archive.path if self.archive else '(missing)'}"
 
     def with_read_only(self, read_only: bool = False) -> ZipArchiveStore:
-        return ZipArchiveStore(self.archive, self.session, read_only=read_only)
+        return ZipArchiveStore(self.archive, self.session, read_only=read_only,
+                               limit=self.limit)
+
+    def with_chunk_limit(self, limit: int | None) -> ZipArchiveStore:
+        """This store, refusing whole reads of chunks over ``limit`` bytes."""
+        return ZipArchiveStore(self.archive, self.session, read_only=self.read_only,
+                               limit=limit)
 
     async def _open(self) -> None:
         self._is_open = True
@@ -333,7 +390,8 @@ class ZipArchiveStore(Store):
 
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
-        data = self.archive.read(key, byte_range) if self.archive is not None else None
+        data = (self.archive.read(key, byte_range, self.limit) if self.archive is not None
+                else None)
         if data is None:
             return None
         return (prototype or default_buffer_prototype()).buffer.from_bytes(data)

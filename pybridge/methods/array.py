@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import InvalidParams, ReadOnly
 from pybridge.methods import Method
-from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
+from pybridge.params import MAX_DIM, Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
@@ -289,8 +289,8 @@ METHODS: list[Method] = [
         **_STORE,
         "mode": Str(required=False, default="w-", choices=_MODES),
         "zarr_format": Int(required=False, default=3, min=2, max=3),
-        "shape": IntList(min=0),
-        "chunks": IntList(min=1),
+        "shape": IntList(min=0, max=MAX_DIM),
+        "chunks": IntList(min=1, max=MAX_DIM),
         "dtype": Any_(),
         "compressor": Param("codec config map or nil", lambda v: isinstance(v, dict),
                             False, _UNSET, True),
@@ -298,7 +298,7 @@ METHODS: list[Method] = [
                          lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
                          False, _UNSET, True),
         "codecs": List(Map(), required=False, nullable=True),
-        "shards": IntList(required=False, min=1, nullable=True),
+        "shards": IntList(required=False, min=1, max=MAX_DIM, nullable=True),
         "fill_value": Param("a scalar or nil", lambda v: True, False, _UNSET, True),
         "order": Str(required=False, choices=("C", "F"), nullable=True),
         "dimension_separator": Str(required=False, choices=(".", "/"), nullable=True),
@@ -330,7 +330,7 @@ METHODS: list[Method] = [
     Method("array.resize", resize, {
         **_STORE,
         "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
-        "shape": IntList(min=0),
+        "shape": IntList(min=0, max=MAX_DIM),
     }),
     Method("array.append", append, {
         **_STORE,
