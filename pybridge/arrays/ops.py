@@ -116,15 +116,15 @@ def append(call: Call, meta: ArrayMeta, kv: KV, axis: int, shape: Sequence[int],
     grown = tuple(n + block[d] if d == axis else n for d, n in enumerate(old))
     start = tuple(old[d] if d == axis else 0 for d in range(ndim))
     new_meta = resize(meta, kv, grown, allow_pickle)
-    _check_extent(new_meta, old, grown, "growing the array; nothing was written")
+    _check_extent(new_meta, old, grown, "growing it; nothing was written")
     try:
         write_array(call, new_meta, kv, start, block, data, values, pieces)
     except BaseException:
         _shrink_back(new_meta, kv, old, grown, allow_pickle)
         raise
     done = _reopen(new_meta, kv, allow_pickle)
-    _check_extent(done, old, grown, f"writing rows {list(start)} to {list(grown)}; they may "
-                  "not hold this append's data")
+    _check_extent(done, old, grown, f"writing its data at {list(start)}..{list(grown)}, "
+                  "which may be lost")
     return Appended(done, start, grown)
 
 
@@ -133,11 +133,11 @@ def _check_extent(meta: ArrayMeta, old: tuple[int, ...], grown: tuple[int, ...],
     """Raise :class:`Conflict` when the array's shape is not the one this append gave it."""
     if meta.shape != grown:
         raise Conflict(
-            f"the array's extent changed during the append: it grew it from {list(old)} to "
-            f"{list(grown)}, and another process made it {list(meta.shape)} while it was "
-            f"{during}. Appends are serialized only inside one sidecar: append to an array "
-            "through one sidecar at a time", path=meta.ref.path, expected_shape=list(grown),
-            shape=list(meta.shape))
+            f"the array's extent changed during the append: this append grew it from "
+            f"{list(old)} to {list(grown)}, and another process made it {list(meta.shape)} "
+            f"while this append was {during}. Appends are serialized only inside one "
+            "sidecar: append to one array through one sidecar at a time",
+            path=meta.ref.path, expected_shape=list(grown), shape=list(meta.shape))
 
 
 def _shrink_back(meta: ArrayMeta, kv: KV, old: tuple[int, ...], grown: tuple[int, ...],

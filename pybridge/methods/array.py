@@ -5,6 +5,9 @@ Requests are stateless: each names its store and path. The work is in
 cheap to import (zarr, numcodecs and numpy load on the first array request).
 Every handler works inside one store session (:func:`pybridge.arrays.kv.session`):
 for a zip store, a request's writes become visible together when it succeeds.
+Handlers that read, write or reshape an array hold its extent lock
+(:mod:`pybridge.arrays.extent`): resize, append and attribute changes
+exclusively, reads and writes shared.
 """
 
 from __future__ import annotations
