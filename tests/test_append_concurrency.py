@@ -328,3 +328,28 @@ def test_an_extent_changed_by_another_process_is_a_conflict(sc, tmp_path):
     assert reply.error["details"]["expected_shape"] == [8, WIDTH]
     assert reply.error["details"]["shape"] == [20, WIDTH]
     assert zarr.open_array(str(tmp_path / "a"), mode="r").shape == (20, WIDTH)
+
+
+def test_a_request_cancelled_while_waiting_for_the_array_goes(sc, tmp_path):
+    """An append waiting behind another is cancelled: it never runs, and the
+    sidecar serves the array on."""
+    st = store("filesystem", tmp_path)
+    create(sc, st, 3, [0, WIDTH], [4, WIDTH])
+    first = sc.request("array.append", {**st, "shape": [2, WIDTH],
+                                        "stream": {"bytes": 2 * WIDTH * 4}})
+    deadline = time.monotonic() + 10
+    while zarr.open_array(str(tmp_path / "a"), mode="r").shape != (2, WIDTH):
+        assert time.monotonic() < deadline, "the first append never grew the array"
+        time.sleep(0.01)
+    second = sc.request("array.append", {**st, "shape": [1, WIDTH],
+                                         "data": block(2, 1).tobytes()})
+    time.sleep(0.2)  # the second waits for the first, which waits for its upload
+    sc.cancel(second)
+    time.sleep(0.2)
+    sc.upload(first, block(1, 2).tobytes())
+    assert region(sc.response(first)) == (0, 2)
+    after = sc.call("array.append", {**st, "shape": [1, WIDTH], "data": block(3, 1).tobytes()})
+    assert region(after) == (2, 3)
+    assert not [m for m in sc.pending(0.2) if isinstance(m, list) and m[1] == second]
+    data = stored(sc, st, "filesystem", tmp_path)
+    assert data[:, 0].tolist() == [1, 1, 3]
