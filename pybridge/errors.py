@@ -16,6 +16,7 @@ __all__ = [
     "Cancelled",
     "CodecForbidden",
     "CodecUnavailable",
+    "Conflict",
     "DataSizeMismatch",
     "DecodeFailed",
     "EncodeFailed",
@@ -146,6 +147,13 @@ class ForbiddenPath(BridgeError, PermissionError):
 
 class TooLarge(BridgeError):
     code = "too_large"
+
+
+class Conflict(BridgeError):
+    """Another process changed the node while the request ran (an append
+    that finds the array's extent changed under it)."""
+
+    code = "conflict"
 
 
 class Cancelled(BridgeError):

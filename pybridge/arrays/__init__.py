@@ -20,7 +20,9 @@
   banded, pipelined read and write paths (filesystem, fixed-size dtypes);
 - :mod:`~pybridge.arrays.inprocess`: reads and writes through zarr-python in
   the sidecar (zip and memory stores, steps, variable-length dtypes);
-- :mod:`~pybridge.arrays.ops`: resize, append, raw chunk access.
+- :mod:`~pybridge.arrays.ops`: resize, append, raw chunk access;
+- :mod:`~pybridge.arrays.extent`: per-array locks that keep shape changes
+  apart from each other and from reads and writes.
 
 Nothing here is imported at sidecar start-up.
 """

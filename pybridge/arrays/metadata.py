@@ -157,10 +157,14 @@ def remember(meta: ArrayMeta) -> None:
             _CACHE.popitem(last=False)
 
 
-def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None) -> ArrayMeta:
+def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None,
+              fresh: bool = False) -> ArrayMeta:
     """The array at ``ref`` (cached while its metadata files are unchanged).
 
-    Raises :class:`NotFound` when there is no array (``details.node_type``
+    ``fresh`` reads the documents even when the cached stamps match: a
+    rewrite within the file system's timestamp granularity, to a file of the
+    same size that got a reused inode, keeps its stamp. The requests that
+    change an array's shape read it so. Raises :class:`NotFound` when there is no array (``details.node_type``
     is ``"group"`` when a group is there). When the array's own document is
     missing, an ancestor group's consolidated metadata is used.
     """
@@ -168,12 +172,12 @@ def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None) -
         from pybridge.arrays.kv import session
 
         with session(ref) as kv_:
-            return open_meta(ref, allow_pickle, kv_)
+            return open_meta(ref, allow_pickle, kv_, fresh)
     try:
         sig = node_signature(kv, ref.path)
         with _cache_lock:
             hit = _CACHE.get(ref.key)
-        if hit is not None and sig is not None and hit.signature == sig:
+        if not fresh and hit is not None and sig is not None and hit.signature == sig:
             return hit
         node = read_node(kv, ref.path, sig) if sig is not None else from_consolidated(kv, ref.path)
     except InvalidMetadata as e:

@@ -4,7 +4,10 @@
   (chunks wholly outside a smaller shape are deleted, as zarr-python does);
   ``append`` checks the data's size first, grows the array, writes the new
   part through the usual write path, and shrinks the array back if that
-  write fails.
+  write fails. Both run under the array's exclusive extent lock
+  (:mod:`pybridge.arrays.extent`, taken by the handlers), on metadata read
+  under it, so appends through one sidecar never overlap; an append reports
+  the box it wrote (:class:`Appended`).
 - :func:`chunk_keys`, :func:`read_chunk_raw` and :func:`write_chunk_raw`
   give a client its stored chunk (or shard) bytes as they are, for an
   implementation of its own. Keys are relative to the array and must be
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.docs import METADATA_KEYS, join
@@ -24,6 +28,7 @@ from pybridge.arrays.pipeline import chunk_limit
 from pybridge.arrays.worker import out_dtype
 from pybridge.arrays.write import LOCKS, write_array
 from pybridge.errors import (
+    Conflict,
     DataSizeMismatch,
     InvalidParams,
     InvalidSelection,
@@ -35,7 +40,8 @@ if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
     from pybridge.call import Call
 
-__all__ = ["append", "chunk_keys", "parse_chunk_key", "read_chunk_raw", "resize", "stats",
+__all__ = ["Appended", "append", "chunk_keys", "parse_chunk_key", "read_chunk_raw", "resize",
+           "stats",
            "write_chunk_raw"]
 
 _INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
@@ -51,23 +57,46 @@ def _check_shape(meta: ArrayMeta, shape: Sequence[int], param: str) -> tuple[int
 
 
 def resize(meta: ArrayMeta, kv: KV, shape: Sequence[int], allow_pickle: bool) -> ArrayMeta:
-    """Give the array ``shape``; returns the new metadata."""
+    """Give the array ``shape``; returns the new metadata.
+
+    ``meta`` must be current: read under the array's exclusive extent lock
+    (:mod:`pybridge.arrays.extent`), which the caller holds.
+    """
     new = _check_shape(meta, shape, "shape")
     if new != meta.shape:
         try:
             zarr_array(meta, kv).resize(new)
         except OSError as e:
             raise StoreError(f"cannot resize the array: {e}", path=meta.ref.path) from e
+    return _reopen(meta, kv, allow_pickle)
+
+
+def _reopen(meta: ArrayMeta, kv: KV, allow_pickle: bool) -> ArrayMeta:
     forget(meta.ref)
-    return open_meta(meta.ref, allow_pickle, kv)
+    return open_meta(meta.ref, allow_pickle, kv, fresh=True)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an append did: the array's metadata after it, and the box
+    ``[start, stop)`` it wrote."""
+
+    meta: ArrayMeta
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
 
 
 def append(call: Call, meta: ArrayMeta, kv: KV, axis: int, shape: Sequence[int], data: Any,
            values: list[Any] | None, allow_pickle: bool,
-           pieces: Iterable[Any] | None = None) -> ArrayMeta:
-    """Append a block of ``shape`` along ``axis``; returns the new metadata.
+           pieces: Iterable[Any] | None = None) -> Appended:
+    """Append a block of ``shape`` along ``axis``: grow the array, write the
+    block at the old end, and shrink the array back if that write fails.
 
-    ``pieces`` is the upload when the caller took it already.
+    ``meta`` must be current and the caller must hold the array's exclusive
+    extent lock (:mod:`pybridge.arrays.extent`) until this returns, so that
+    no other request of this sidecar changes the shape in between.
+    ``pieces`` is the upload when the caller took it already. Raises
+    :class:`Conflict` when the shape is found changed by someone else.
     """
     ndim = len(meta.shape)
     if ndim == 0:
@@ -89,15 +118,39 @@ def append(call: Call, meta: ArrayMeta, kv: KV, axis: int, shape: Sequence[int],
     grown = tuple(n + block[d] if d == axis else n for d, n in enumerate(old))
     start = tuple(old[d] if d == axis else 0 for d in range(ndim))
     new_meta = resize(meta, kv, grown, allow_pickle)
+    _check_extent(new_meta, old, grown, "growing it; nothing was written")
     try:
         write_array(call, new_meta, kv, start, block, data, values, pieces)
     except BaseException:
-        try:
-            resize(new_meta, kv, old, allow_pickle)
-        except Exception:  # noqa: BLE001 - the first failure is the one to report
-            pass
+        _shrink_back(new_meta, kv, old, grown, allow_pickle)
         raise
-    return open_meta(meta.ref, allow_pickle, kv)
+    done = _reopen(new_meta, kv, allow_pickle)
+    _check_extent(done, old, grown, f"writing its data at {list(start)}..{list(grown)}, "
+                  "which may be lost")
+    return Appended(done, start, grown)
+
+
+def _check_extent(meta: ArrayMeta, old: tuple[int, ...], grown: tuple[int, ...],
+                  during: str) -> None:
+    """Raise :class:`Conflict` when the array's shape is not the one this append gave it."""
+    if meta.shape != grown:
+        raise Conflict(
+            f"the array's extent changed during the append: this append grew it from "
+            f"{list(old)} to {list(grown)}, and another process made it {list(meta.shape)} "
+            f"while this append was {during}. Appends are serialized only inside one "
+            "sidecar: append to one array through one sidecar at a time",
+            path=meta.ref.path, expected_shape=list(grown), shape=list(meta.shape))
+
+
+def _shrink_back(meta: ArrayMeta, kv: KV, old: tuple[int, ...], grown: tuple[int, ...],
+                 allow_pickle: bool) -> None:
+    """Undo a failed append's growth, unless someone else has changed the shape since."""
+    try:
+        current = _reopen(meta, kv, allow_pickle)
+        if current.shape == grown:
+            resize(current, kv, old, allow_pickle)
+    except Exception:  # noqa: BLE001 - the append's own failure is the one to report
+        pass
 
 
 def _check_size(call: Call, meta: ArrayMeta, shape: Sequence[int], data: Any,

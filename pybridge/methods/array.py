@@ -5,6 +5,9 @@ Requests are stateless: each names its store and path. The work is in
 cheap to import (zarr, numcodecs and numpy load on the first array request).
 Every handler works inside one store session (:func:`pybridge.arrays.kv.session`):
 for a zip store, a request's writes become visible together when it succeeds.
+Handlers that read, write or reshape an array hold its extent lock
+(:mod:`pybridge.arrays.extent`): resize, append and attribute changes
+exclusively, reads and writes shared.
 """
 
 from __future__ import annotations
@@ -66,10 +69,10 @@ def _ref(call: Call) -> StoreRef:
     return store_ref(call)
 
 
-def _meta(call: Call, ref: StoreRef, kv: KV) -> ArrayMeta:
+def _meta(call: Call, ref: StoreRef, kv: KV, fresh: bool = False) -> ArrayMeta:
     from pybridge.arrays.metadata import open_meta
 
-    return open_meta(ref, call.context.settings.allow_pickle, kv)
+    return open_meta(ref, call.context.settings.allow_pickle, kv, fresh)
 
 
 def _check_writable(call: Call) -> None:
@@ -77,16 +80,38 @@ def _check_writable(call: Call) -> None:
         raise ReadOnly("the node was opened with mode 'r'", mode="r")
 
 
+#: How a handler holds its array's extent lock (:mod:`pybridge.arrays.extent`).
+SHARED = "shared"
+EXCLUSIVE = "exclusive"
+
+
 @contextlib.contextmanager
-def _array(call: Call, writable: bool = False) -> Iterator[tuple[ArrayMeta, KV]]:
-    """The request's array and its store session (checks mode ``r`` for writes)."""
+def _array(call: Call, writable: bool = False, extent: str | None = None,
+           upload: _Upload | None = None) -> Iterator[tuple[ArrayMeta, KV]]:
+    """The request's array and its store session (checks mode ``r`` for writes).
+
+    With ``extent``, the array's extent lock is held (``SHARED`` or
+    ``EXCLUSIVE``) for the block and the metadata is opened under it
+    (read afresh for ``EXCLUSIVE``). ``upload`` is taken before waiting for
+    the lock, if the request has to wait.
+    """
+    from pybridge.arrays.extent import EXTENT, extent_key
     from pybridge.arrays.kv import session
 
     if writable:
         _check_writable(call)
     ref = _ref(call)
     with session(ref, writable) as kv:
-        yield _meta(call, ref, kv), kv
+        if extent is None:
+            yield _meta(call, ref, kv), kv
+            return
+
+        def before_wait() -> None:
+            if upload is not None:
+                upload.take(_meta(call, ref, kv))
+
+        with EXTENT.hold(extent_key(ref), extent == EXCLUSIVE, call, before_wait):
+            yield _meta(call, ref, kv, fresh=extent == EXCLUSIVE), kv
 
 
 # -- create / open -----------------------------------------------------------
@@ -116,7 +141,7 @@ def read(call: Call) -> dict[str, Any]:
     from pybridge.arrays.read import read_array
 
     p = call.params
-    with _array(call) as (meta, kv):
+    with _array(call, extent=SHARED) as (meta, kv):
         return read_array(call, meta, kv, p["start"], p["stop"], p["step"], p["handoff"])
 
 
@@ -128,22 +153,40 @@ def _payload(call: Call) -> None:
                             param="data", expected="bin")
 
 
-def _spooled(call: Call, shape: list[int]) -> Iterator[bytes] | None:
-    """For an upload to a zip archive: the whole upload, taken before the
-    archive's write session is (see :func:`pybridge.arrays.write.spool_upload`)."""
-    from pybridge.arrays.chunks import product
-    from pybridge.arrays.worker import out_dtype
-    from pybridge.arrays.write import spool_upload
+class _Upload:
+    """A write's or append's upload stream, taken whole ahead of time when
+    the request must wait: for a zip archive's write session, or for the
+    array's extent lock. A request that waited with its upload unread would
+    stop the reader thread once its queue is full, and the holder might need
+    that thread (see :func:`pybridge.arrays.write.spool_upload`).
+    ``pieces`` is the taken upload, or None when it is still to be read.
+    """
 
-    if call.params["stream"] is None or call.params["store"].get("kind") != "zip":
-        return None
-    _check_writable(call)
-    from pybridge.arrays.kv import session
+    def __init__(self, call: Call, shape: list[int]) -> None:
+        self.call = call
+        self.shape = shape
+        self.pieces: Iterator[bytes] | None = None
+        if call.params["stream"] is not None and call.params["store"].get("kind") == "zip":
+            _check_writable(call)
+            from pybridge.arrays.kv import session
 
-    ref = _ref(call)
-    with session(ref) as kv:
-        meta = _meta(call, ref, kv)
-    return spool_upload(call, product(shape) * out_dtype(meta.spec.dtype).itemsize)
+            ref = _ref(call)
+            with session(ref) as kv:
+                self.take(_meta(call, ref, kv))
+
+    def take(self, meta: ArrayMeta) -> None:
+        """Take the upload now (once), checking its declared size against ``meta``."""
+        from pybridge.arrays.chunks import product
+        from pybridge.arrays.worker import out_dtype
+        from pybridge.arrays.write import spool_upload
+
+        if self.pieces is not None or self.call.params["stream"] is None:
+            return
+        if meta.variable:
+            raise InvalidParams(f"{meta.wire_dtype!r} data travel as 'values'",
+                                param="values", expected="array of str or bin")
+        nbytes = product(self.shape) * out_dtype(meta.spec.dtype).itemsize
+        self.pieces = spool_upload(self.call, nbytes)
 
 
 def write(call: Call) -> dict[str, Any]:
@@ -151,10 +194,10 @@ def write(call: Call) -> dict[str, Any]:
 
     p = call.params
     _payload(call)
-    pieces = _spooled(call, p["shape"])
-    with _array(call, writable=True) as (meta, kv):
+    upload = _Upload(call, p["shape"])
+    with _array(call, writable=True, extent=SHARED, upload=upload) as (meta, kv):
         return write_array(call, meta, kv, p["start"], p["shape"], p["data"], p["values"],
-                           pieces)
+                           upload.pieces)
 
 
 # -- resize / append / raw chunks ------------------------------------------------
@@ -162,7 +205,7 @@ def write(call: Call) -> dict[str, Any]:
 def resize(call: Call) -> dict[str, Any]:
     from pybridge.arrays.ops import resize as resize_
 
-    with _array(call, writable=True) as (meta, kv):
+    with _array(call, writable=True, extent=EXCLUSIVE) as (meta, kv):
         new = resize_(meta, kv, call.params["shape"], call.context.settings.allow_pickle)
         return {"metadata": new.wire}
 
@@ -172,11 +215,12 @@ def append(call: Call) -> dict[str, Any]:
 
     p = call.params
     _payload(call)
-    pieces = _spooled(call, p["shape"])
-    with _array(call, writable=True) as (meta, kv):
-        new = append_(call, meta, kv, p["axis"], p["shape"], p["data"], p["values"],
-                      call.context.settings.allow_pickle, pieces)
-        return {"metadata": new.wire}
+    upload = _Upload(call, p["shape"])
+    with _array(call, writable=True, extent=EXCLUSIVE, upload=upload) as (meta, kv):
+        done = append_(call, meta, kv, p["axis"], p["shape"], p["data"], p["values"],
+                       call.context.settings.allow_pickle, upload.pieces)
+        return {"metadata": done.meta.wire,
+                "region": {"start": list(done.start), "stop": list(done.stop)}}
 
 
 def chunk_keys(call: Call) -> dict[str, Any]:
@@ -209,7 +253,7 @@ def write_chunk_raw(call: Call) -> dict[str, Any]:
         raise InvalidParams("give exactly one of 'data', 'stream' and 'shm'", param="data",
                             expected="bin")
     data = p["data"] if p["data"] is not None else call.read_upload()
-    with _array(call, writable=True) as (meta, kv):
+    with _array(call, writable=True, extent=SHARED) as (meta, kv):
         write_raw(meta, kv, p["key"], data)
     return {}
 
@@ -244,22 +288,19 @@ def get_attributes(call: Call) -> dict[str, Any]:
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
     from pybridge.arrays.metadata import forget, zarr_array
-    from pybridge.arrays.write import LOCKS
 
     attrs = call.params["attributes"]
     check_json(attrs, "attributes")
-    with _array(call, writable=True) as (meta, kv):
-        keys = LOCKS.acquire([(meta.ref.dir, "attributes")])
+    # Exclusive: a v3 attribute change rewrites zarr.json, shape included.
+    with _array(call, writable=True, extent=EXCLUSIVE) as (meta, kv):
         try:
-            forget(meta.ref)
-            z = zarr_array(_meta(call, meta.ref, kv), kv)
+            z = zarr_array(meta, kv)
             if merge:
                 z.update_attributes(attrs)
             else:
                 z.attrs.put(attrs)
             out = dict(z.attrs.asdict())
         finally:
-            LOCKS.release(keys)
             forget(meta.ref)
     return {"attributes": out}
 

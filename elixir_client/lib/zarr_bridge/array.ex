@@ -10,7 +10,8 @@ defmodule ZarrBridge.Array do
   the attributes in the store are current, while `array.metadata.attributes`
   keeps the snapshot: use `get_attributes/2`, or `refresh/2` to take a new
   snapshot. `resize/3` and `append/3` return the struct with the new
-  metadata.
+  metadata (`append_region/3` also the region it wrote). Resizes and
+  appends through one sidecar are serialized per array.
 
   Fields: `metadata` (`ZarrBridge.Metadata`), `storage` (`:filesystem`,
   `:zip` or `:memory`), `path` (the absolute path of the directory or zip
@@ -272,12 +273,48 @@ defmodule ZarrBridge.Array do
   `data` is a `ZarrBridge.NDArray` of the array's dtype, or nested tuples
   or lists (as for `set_slice/3`).
 
+  Appends through one sidecar are serialized per array: each grows the
+  array from its current extent (whatever other appends or resizes did
+  before it) and writes its data at the old end, so concurrent appends
+  from many processes each land in a region of their own and none is
+  lost. The returned metadata is the array's right after this append; use
+  `append_region/3` to learn where the data went. Appends through two
+  sidecars to one array are not serialized (see `PROTOCOL.md`).
+
   Options: `axis:`, `handoff:` (as for `write/3`), `server:`, `timeout:`.
   Errors: `:read_only`, `:data_size_mismatch` or `:invalid_selection`
-  (shapes that do not fit), `:invalid_params`.
+  (shapes that do not fit), `:invalid_params`, `:conflict` (another process
+  changed the array's extent during the append). A failed append shrinks
+  the array back to the extent it found (but not on `:conflict`: the
+  extent is then the other process's).
   """
   @spec append(t, NDArray.t() | term, keyword) :: {:ok, t} | {:error, Error.t()}
   def append(%__MODULE__{} = array, data, opts \\ []) do
+    with {:ok, %{array: array}} <- append_region(array, data, opts), do: {:ok, array}
+  end
+
+  @doc "Like `append/3`, but raises `ZarrBridge.Error`."
+  @spec append!(t, NDArray.t() | term, keyword) :: t
+  def append!(array, data, opts \\ []), do: Options.bang(append(array, data, opts))
+
+  @doc """
+  Like `append/3`, and also says where the data went: `start` and `stop`
+  (tuples, one entry per dimension, `stop` excluded) are the region this
+  append wrote, which is what other processes appending at the same time
+  need to find their rows again.
+
+      {:ok, %{array: array, start: start, stop: stop}} =
+        ZarrBridge.Array.append_region(array, rows)
+
+      # with 40 rows of 100 appended to an array of 1000 rows:
+      # start == {1000, 0}, stop == {1040, 100}
+      {:ok, ^rows} = ZarrBridge.Array.read(array, start: start, stop: stop)
+
+  Same options and errors as `append/3`.
+  """
+  @spec append_region(t, NDArray.t() | term, keyword) ::
+          {:ok, %{array: t, start: tuple, stop: tuple}} | {:error, Error.t()}
+  def append_region(%__MODULE__{} = array, data, opts \\ []) do
     Options.check!(opts, [:axis, :handoff | @common])
     axis = Keyword.get(opts, :axis, 0)
 
@@ -295,13 +332,14 @@ defmodule ZarrBridge.Array do
           "shape" => Tuple.to_list(nd.shape)
         })
 
-      metadata_result(array, call(array, "array.append", params, nd.data, opts))
+      append_result(array, call(array, "array.append", params, nd.data, opts))
     end
   end
 
-  @doc "Like `append/3`, but raises `ZarrBridge.Error`."
-  @spec append!(t, NDArray.t() | term, keyword) :: t
-  def append!(array, data, opts \\ []), do: Options.bang(append(array, data, opts))
+  @doc "Like `append_region/3`, but raises `ZarrBridge.Error`."
+  @spec append_region!(t, NDArray.t() | term, keyword) :: %{array: t, start: tuple, stop: tuple}
+  def append_region!(array, data, opts \\ []),
+    do: Options.bang(append_region(array, data, opts))
 
   @doc """
   The keys of the chunks (for a sharded array: the shards) stored for the
@@ -460,6 +498,27 @@ defmodule ZarrBridge.Array do
     case result do
       {:ok, %{"metadata" => wire}} ->
         with {:ok, meta} <- Metadata.from_wire(wire), do: {:ok, %{array | metadata: meta}}
+
+      {:ok, other} ->
+        Options.unexpected(other)
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
+  defp append_result(array, result) do
+    case result do
+      {:ok, %{"metadata" => wire, "region" => %{"start" => start, "stop" => stop}}}
+      when is_list(start) and is_list(stop) ->
+        with {:ok, meta} <- Metadata.from_wire(wire) do
+          {:ok,
+           %{
+             array: %{array | metadata: meta},
+             start: List.to_tuple(start),
+             stop: List.to_tuple(stop)
+           }}
+        end
 
       {:ok, other} ->
         Options.unexpected(other)

@@ -33,7 +33,10 @@ defmodule ZarrBridge.Error do
     store_error:
       "the store failed (I/O error, permission denied, a directory where a chunk should be)",
     forbidden_path: "a path outside the allowed roots",
-    too_large: "a request whose result or payload exceeds the per-request limit"
+    too_large: "a request whose result or payload exceeds the per-request limit",
+    conflict:
+      "another process changed the array while the request ran: an append found its " <>
+        "extent changed (details: `\"expected_shape\"`, `\"shape\"`)"
   ]
 
   @client_codes [
