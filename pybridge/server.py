@@ -56,6 +56,7 @@ from pybridge.framing import (
     TruncatedFrame,
     set_pipe_size,
 )
+from pybridge.libraries import ready
 from pybridge.params import Bin, Int, validate
 from pybridge.protocol import BadMessage, Request, pack_response, parse, peek_request_id
 
@@ -321,6 +322,7 @@ class Server:
     def _invoke(call: Call, method: Method) -> tuple[dict[str, Any] | None, Any, bool]:
         """Run the handler; return ``(error, result, cancelled)``."""
         try:
+            ready(method.name)
             return None, method.handler(call), False
         except Cancelled:
             return None, None, True

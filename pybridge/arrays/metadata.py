@@ -35,6 +35,7 @@ from pybridge.errors import (
     StoreError,
     UnsupportedDtype,
 )
+from pybridge.libraries import import_zarr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,24 +98,7 @@ class ArrayMeta:
 
 # -- zarr-python, imported lazily ------------------------------------------
 
-_zarr_ready = False
-
-
-def import_zarr() -> Any:
-    """Import zarr once, silencing its warnings about numcodecs codecs and
-    dtypes without a spec in v3 (the sidecar stores what it is asked to)."""
-    global _zarr_ready
-    import zarr
-
-    if not _zarr_ready:
-        import warnings
-
-        from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
-
-        warnings.filterwarnings("ignore", category=ZarrUserWarning)
-        warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
-        _zarr_ready = True
-    return zarr
+# import_zarr lives in pybridge.libraries: one thread imports zarr-python whole.
 
 
 def zarr_array(meta: ArrayMeta, kv: KV) -> Any:
