@@ -80,19 +80,9 @@ def _v3_from_numcodecs(config: Any, itemsize: int, allow_pickle: bool
     codec = _numcodec(config, allow_pickle)
     full = plain(codec.get_config())
     cid = full.pop("id")
-    if cid == "zstd":
-        return "bb", {"name": "zstd", "configuration": {
-            "level": full.get("level", 0), "checksum": full.get("checksum", False)}}
-    if cid == "gzip":
-        return "bb", {"name": "gzip", "configuration": {"level": full.get("level", 5)}}
-    if cid == "blosc":
-        shuffle = full.get("shuffle", 1)
-        if shuffle == -1:
-            shuffle = 2 if itemsize == 1 else 1
-        return "bb", {"name": "blosc", "configuration": {
-            "typesize": itemsize, "cname": full.get("cname", "lz4"),
-            "clevel": full.get("clevel", 5), "shuffle": BLOSC_SHUFFLE_NAME.get(shuffle, "shuffle"),
-            "blocksize": full.get("blocksize", 0)}}
+    core = _v3_core_form(cid, full, itemsize)
+    if core is not None:
+        return "bb", core
     name = f"numcodecs.{cid}"
     cls = codec_class(name)
     if cls is None:
@@ -104,6 +94,44 @@ def _v3_from_numcodecs(config: Any, itemsize: int, allow_pickle: bool
                             "instead of 'compressor' or 'filters'", param="compressor",
                             expected="a bytes-to-bytes codec")
     return kind, {"name": name, "configuration": full}
+
+
+def _v3_core_form(cid: str, full: dict[str, Any], itemsize: int) -> dict[str, Any] | None:
+    """The Zarr v3 core codec JSON for a zstd, gzip or blosc config, or None.
+
+    None too when zarr-python's core codec refuses values numcodecs takes
+    (gzip level -1, zstd level 23...): the array then gets the
+    ``numcodecs.<id>`` codec, which keeps numcodecs' meaning.
+    """
+    form = _v3_core_json(cid, full, itemsize)
+    if form is None:
+        return None
+    cls = codec_class(form["name"])
+    try:
+        if cls is not None:
+            cls.from_dict(form)
+    except Exception:  # noqa: BLE001 - zarr-python's own range checks
+        return None
+    return form
+
+
+def _v3_core_json(cid: str, full: dict[str, Any], itemsize: int) -> dict[str, Any] | None:
+    if cid == "zstd":
+        return {"name": "zstd", "configuration": {
+            "level": full.get("level", 0), "checksum": full.get("checksum", False)}}
+    if cid == "gzip":
+        return {"name": "gzip", "configuration": {"level": full.get("level", 5)}}
+    if cid == "blosc":
+        shuffle = full.get("shuffle", 1)
+        if shuffle == -1:
+            shuffle = 2 if itemsize == 1 else 1
+        if shuffle not in BLOSC_SHUFFLE_NAME:
+            return None
+        return {"name": "blosc", "configuration": {
+            "typesize": itemsize, "cname": full.get("cname", "lz4"),
+            "clevel": full.get("clevel", 5), "shuffle": BLOSC_SHUFFLE_NAME[shuffle],
+            "blocksize": full.get("blocksize", 0)}}
+    return None
 
 
 def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
