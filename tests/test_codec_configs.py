@@ -415,3 +415,34 @@ def test_categorize_object_dtype(allow_pickle: bool) -> None:
                                                       "decode_dtype": "|O"}, "data": b"x" * 8},
                            timeout=60)
         assert bad.code == "codec_forbidden", bad.error
+
+
+# --------------------------------------------------------------------------
+# Batches as an upload with sizes (PROTOCOL.md §6)
+
+def test_batch_upload_with_sizes_over_the_frame_limit() -> None:
+    rng = np.random.default_rng(5)
+    raws = [rng.integers(0, 40, size=300_000, dtype=np.uint8).tobytes() for _ in range(6)]
+    codec = numcodecs.Zstd(level=1)
+    encs = [bytes(codec.encode(r)) for r in raws]
+    with SidecarProcess(["--max-frame-bytes", str(1 << 20)], workers=2) as sidecar:
+        for method, items, want in [("codec.decode_many", encs, raws),
+                                    ("codec.encode_many", raws, encs)]:
+            blob = b"".join(items)
+            rid = sidecar.request(method, {"codec": {"id": "zstd", "level": 1},
+                                           "sizes": [len(i) for i in items],
+                                           "stream": {"bytes": len(blob)}})
+            sidecar.upload(rid, blob)
+            reply = sidecar.response(rid, timeout=60)
+            result = reply.unwrap()
+            assert "stream" in result, "results over the frame limit come as a stream"
+            out, offset, got = reply.data, 0, []
+            for n in result["sizes"]:
+                got.append(out[offset:offset + n])
+                offset += n
+            assert got == want, method
+        rid = sidecar.request("codec.decode_many", {"codec": {"id": "zstd"}, "sizes": [1, 2],
+                                                    "stream": {"bytes": 4}})
+        sidecar.upload(rid, b"abcd")
+        assert sidecar.response(rid, timeout=30).code == "data_size_mismatch"
+        sidecar.ping()
