@@ -55,6 +55,12 @@ defmodule ZarrBridge.CodecConfigsTest do
     for i <- 0..(length(codecs) - 1), do: File.read!(Path.join(dir, "enc#{i}"))
   end
 
+  # gzip streams carry the time they were written (bytes 4..7).
+  defp no_mtime(<<31, 139, 8, flags, _mtime::binary-size(4), rest::binary>>),
+    do: <<31, 139, 8, flags, 0::32, rest::binary>>
+
+  defp no_mtime(other), do: other
+
   test "Codecs.encode/decode take the configs and agree with numcodecs" do
     dir = tmp_dir()
     nd = data()
@@ -62,7 +68,8 @@ defmodule ZarrBridge.CodecConfigsTest do
     expected = numcodecs_encoded(dir, nd.data, codecs)
 
     for {codec, want} <- Enum.zip(codecs, expected) do
-      assert {:ok, ^want} = Codecs.encode(codec, nd.data, dtype: :float64), inspect(codec)
+      assert {:ok, got} = Codecs.encode(codec, nd.data, dtype: :float64), inspect(codec)
+      assert no_mtime(got) == no_mtime(want), inspect(codec)
       assert {:ok, out} = Codecs.decode(codec, want, dtype: :float64, shape: {5000})
       assert out == nd.data, inspect(codec)
     end
@@ -82,7 +89,7 @@ defmodule ZarrBridge.CodecConfigsTest do
 
       assert {:ok, chunk} = Codecs.pipeline_encode(spec, nd.data), inspect(compressor)
       assert {:ok, plain} = Codecs.encode(compressor, nd.data)
-      assert chunk == plain
+      assert no_mtime(chunk) == no_mtime(plain)
       assert {:ok, out} = Codecs.pipeline_decode(spec, chunk)
       assert out == nd.data
     end
