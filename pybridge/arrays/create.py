@@ -134,6 +134,36 @@ def _v3_core_json(cid: str, full: dict[str, Any], itemsize: int) -> dict[str, An
     return None
 
 
+#: Largest chunk (in bytes) :func:`_probe` encodes.
+_PROBE_BYTES = 16 << 20
+
+
+def _probe(codecs: list[Any], dtype: np.dtype[Any], chunks: list[int], order: str) -> None:
+    """Encode a chunk of zeros with the new array's numcodecs codecs, in order.
+
+    numcodecs checks many values only when it first encodes (zlib level 42,
+    blosc clevel 10...): an array created with them could never be written.
+    Such a config is ``invalid_codec_config`` here, with numcodecs' message.
+    Object and string arrays, and chunks over 16 MiB, are not probed.
+    """
+    import math
+
+    import numpy as np
+
+    from pybridge.codecs import rejected
+
+    codecs = [c for c in codecs if c is not None]
+    if not codecs or dtype.kind in "OTV" or dtype.hasobject \
+            or math.prod(chunks) * dtype.itemsize > _PROBE_BYTES:
+        return
+    chunk: Any = np.zeros(tuple(chunks), dtype=dtype, order="F" if order == "F" else "C")
+    for codec in codecs:
+        try:
+            chunk = codec.encode(chunk)
+        except Exception as exc:  # noqa: BLE001 - any refusal counts
+            raise rejected(codec, exc) from None
+
+
 def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
     """A full v3 codec list as zarr.create_array's filters/serializer/compressors."""
     import_zarr()
@@ -207,6 +237,8 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
             kw["filters"] = None
         if dtype.kind in "OT" and _given(p["filters"]):
             kw["filters"] = _with_object_codec(kw["filters"], dtype, allow_pickle)
+        _probe([*(kw.get("filters") or []), kw.get("compressors")], dtype, chunks,
+               p.get("order") or "C")
         if p.get("order"):
             kw["order"] = p["order"]
         if encoding is not None:
@@ -223,6 +255,8 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
     else:
         aa: list[dict[str, Any]] = []
         bb: list[dict[str, Any]] = []
+        given = [*((p["filters"] or []) if _given(p["filters"]) else []),
+                 *([p["compressor"]] if _given(p["compressor"]) and p["compressor"] else [])]
         for f in (p["filters"] or []) if _given(p["filters"]) else []:
             kind, js = _v3_from_numcodecs(f, dtype.itemsize, allow_pickle)
             (aa if kind == "aa" else bb).append(js)
@@ -235,6 +269,7 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
         elif bb:  # shuffle-like filters, then zarr-python's default compressor
             kw["compressors"] = [*bb, {"name": "zstd",
                                        "configuration": {"level": 0, "checksum": False}}]
+        _probe([_numcodec(c, allow_pickle) for c in given], dtype, chunks, "C")
     if p.get("shards") is not None:
         if dtype.fields is not None:
             raise UnsupportedDtype("zarr-python 3.1 cannot shard structured arrays",

@@ -181,6 +181,23 @@ defmodule ZarrBridge.CodecConfigsTest do
 
     assert {:error, %Error{code: :invalid_codec_config}} =
              Codecs.encode({:zlib, level: "9"}, data().data)
+
+    # at create too, rather than an array no write could ever fill
+    dir = tmp_dir()
+
+    for {compressor, format} <- [{{:zlib, level: 42}, 2}, {{:blosc, clevel: 10}, 3}] do
+      assert {:error, %Error{code: :invalid_codec_config, message: message}} =
+               ZarrBridge.create(
+                 path: Path.join(dir, "bad#{format}"),
+                 shape: {10},
+                 dtype: :float64,
+                 compressor: compressor,
+                 zarr_version: format
+               )
+
+      assert message =~ "rejected its config", message
+      refute File.exists?(Path.join(dir, "bad#{format}"))
+    end
   end
 
   # ------------------------------------------------------------------
