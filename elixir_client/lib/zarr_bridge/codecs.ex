@@ -323,16 +323,33 @@ defmodule ZarrBridge.Codecs do
     server = Options.server(opts)
     call_opts = Options.call_opts(opts)
 
-    if total <= @inline_limit do
-      params = Map.put(params, "items", Enum.map(items, &{:bin, &1}))
-      Sidecar.call(server, method, params, call_opts)
-    else
-      params = Map.put(params, "sizes", sizes)
+    inline =
+      if total <= @inline_limit do
+        params = Map.put(params, "items", Enum.map(items, &{:bin, &1}))
+        Sidecar.call(server, method, params, call_opts)
+      end
 
-      server
-      |> Sidecar.call(method, params, [upload: items, handoff: upload_handoff] ++ call_opts)
-      |> batch_limit_error(length(items), total)
+    case inline do
+      # Not sent at all (a sidecar with a small max_frame_bytes): upload them.
+      {:error, %Error{code: :frame_too_large}} ->
+        upload_items(method, params, items, sizes, opts, upload_handoff)
+
+      nil ->
+        upload_items(method, params, items, sizes, opts, upload_handoff)
+
+      result ->
+        result
     end
+  end
+
+  defp upload_items(method, params, items, sizes, opts, upload_handoff) do
+    params = Map.put(params, "sizes", sizes)
+    call_opts = [upload: items, handoff: upload_handoff] ++ Options.call_opts(opts)
+
+    opts
+    |> Options.server()
+    |> Sidecar.call(method, params, call_opts)
+    |> batch_limit_error(length(items), Enum.sum(sizes))
   end
 
   defp item_size(item) when is_binary(item), do: byte_size(item)

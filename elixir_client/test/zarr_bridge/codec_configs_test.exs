@@ -270,4 +270,31 @@ defmodule ZarrBridge.CodecConfigsTest do
     assert {:ok, encoded} = Codecs.encode_many(:zlib, small, server: server)
     assert {:ok, ^small} = Codecs.decode_many(:zlib, encoded, server: server)
   end
+
+  test "a small batch to a sidecar with a small frame limit goes as an upload" do
+    server = start_sidecar(args: ["--max-frame-bytes", "65536", "--stream-frame-bytes", "16384"])
+    items = for i <- 1..10, do: :binary.copy(<<i>>, 20_000)
+
+    assert {:ok, encoded} = Codecs.encode_many({:zlib, level: -1}, items, server: server)
+    assert {:ok, ^items} = Codecs.decode_many({:zlib, level: -1}, encoded, server: server)
+
+    assert {:ok, ^items} =
+             Codecs.decode_many({:zlib, level: -1}, encoded, server: server, handoff: false)
+  end
+
+  # categorize with an object dtype maps values to small integers and back
+  # to its str labels: nothing is unpickled, so no opt-in is needed.
+  for allow <- [false, true] do
+    test "categorize with an object dtype, allow_pickle: #{allow}" do
+      server = start_sidecar(allow_pickle: unquote(allow))
+      codec = {:categorize, labels: ["male", "female"], dtype: "|O", astype: "|u1"}
+      values = ["male", "female", "female", "male", "unexpected"]
+
+      assert {:ok, <<1, 2, 2, 1, 0>> = packed} =
+               Codecs.encode(codec, {:values, values}, server: server)
+
+      assert {:ok, ["male", "female", "female", "male", ""]} =
+               Codecs.decode(codec, packed, server: server)
+    end
+  end
 end
