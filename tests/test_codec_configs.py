@@ -454,3 +454,13 @@ def test_batch_upload_with_sizes_over_the_frame_limit() -> None:
         sidecar.upload(rid, b"abcd")
         assert sidecar.response(rid, timeout=30).code == "data_size_mismatch"
         sidecar.ping()
+
+
+def test_inline_batch_over_max_request_bytes_is_too_large() -> None:
+    with SidecarProcess(["--max-request-bytes", "1000"], workers=1) as sidecar:
+        reply = sidecar.call("codec.encode_many", {"codec": {"id": "zlib"},
+                                                   "items": [b"x" * 600, b"y" * 600]})
+        assert reply.code == "too_large", reply.error
+        assert "max_request_bytes" in reply.error["message"]
+        assert sidecar.call("codec.encode_many", {"codec": {"id": "zlib"},
+                                                  "items": [b"x" * 600]}).ok

@@ -172,7 +172,14 @@ def _items(call: Call) -> list[Any]:
         if uploaded or p["sizes"] is not None:
             raise InvalidParams("give either 'items', or 'sizes' with an upload, not both",
                                 param="items", expected="items alone")
-        return list(p["items"])
+        items: list[Any] = list(p["items"])
+        total = sum(memoryview(i).nbytes for i in items)
+        limit = call.settings.max_request_bytes
+        if limit is not None and total > limit:
+            raise TooLarge(f"a batch of {len(items)} items holding {total} bytes is over the "
+                           f"per-request limit of {limit} bytes (max_request_bytes): split it "
+                           "into smaller batches", bytes=total, limit=limit)
+        return items
     if p["sizes"] is None or not uploaded:
         raise InvalidParams("give 'items', or 'sizes' with the items uploaded back to back "
                             "('stream' or 'shm')", param="items", expected="array of bin")
@@ -185,11 +192,11 @@ def _items(call: Call) -> list[Any]:
     if sum(sizes) != nbytes:
         raise DataSizeMismatch(f"the upload holds {nbytes} bytes, 'sizes' add up to "
                                f"{sum(sizes)}", expected_bytes=sum(sizes), bytes=nbytes)
-    items, offset = [], 0
+    views, offset = [], 0
     for n in sizes:
-        items.append(data[offset:offset + n])
+        views.append(data[offset:offset + n])
         offset += n
-    return items
+    return views
 
 
 # --------------------------------------------------------------------------

@@ -187,7 +187,8 @@ defmodule ZarrBridge.Codecs do
   `handoff:` as for `decode_many/3` (here it is about how the items travel).
 
   A batch may be of any total size up to the sidecar's `max_request_bytes`
-  (16 GiB by default): past 256 KiB the items are uploaded back to back, and
+  (16 GiB by default): items too big for one request frame (the sidecar's
+  `max_frame_bytes`, 64 MiB by default) are uploaded back to back, and
   results too big for one frame come back as a stream. A bigger batch fails
   with `:too_large`, before anything is sent.
   """
@@ -215,8 +216,9 @@ defmodule ZarrBridge.Codecs do
       always uses the pipe (results too big for one frame come as a stream).
 
   A batch may be of any total size up to the sidecar's `max_request_bytes`
-  (16 GiB by default): past 256 KiB the items are uploaded back to back. A
-  bigger batch fails with `:too_large`, before anything is sent.
+  (16 GiB by default): items too big for one request frame (the sidecar's
+  `max_frame_bytes`, 64 MiB by default) are uploaded back to back. A bigger
+  batch fails with `:too_large`, before anything is sent.
   """
   @spec decode_many(codec, [binary], keyword) :: {:ok, [binary | list]} | {:error, Error.t()}
   def decode_many(codec, items, opts \\ []) when is_list(items) do
@@ -314,36 +316,61 @@ defmodule ZarrBridge.Codecs do
     end
   end
 
-  # Small batches travel in the request frame; bigger ones as an upload of
-  # the items back to back, cut by "sizes" (PROTOCOL.md section 6), so no
-  # batch meets the frame limit.
+  # Room for each item's msgpack header, and for the rest of the request.
+  @item_overhead 9
+  @params_room 64 * 1024
+
+  # Batches that fit in one request frame travel in it; bigger ones as an
+  # upload of the items back to back, cut by "sizes" (PROTOCOL.md section
+  # 6), so no batch meets the frame limit.
   defp send_items(method, params, items, opts, upload_handoff) do
     sizes = Enum.map(items, &item_size/1)
     total = Enum.sum(sizes)
     server = Options.server(opts)
-    call_opts = Options.call_opts(opts)
+    limits = limits(server)
+    request_limit = limits["max_request_bytes"]
 
-    inline =
-      if total <= @inline_limit do
+    cond do
+      is_integer(request_limit) and total > request_limit ->
+        batch_limit_error(
+          {:error,
+           %Error{code: :too_large, message: "", details: %{bytes: total, limit: request_limit}}},
+          length(items),
+          total
+        )
+
+      total + @item_overhead * length(sizes) + @params_room <= frame_limit(limits) ->
         params = Map.put(params, "items", Enum.map(items, &{:bin, &1}))
-        Sidecar.call(server, method, params, call_opts)
-      end
 
-    case inline do
-      # Not sent at all (a sidecar with a small max_frame_bytes): upload them.
-      {:error, %Error{code: :frame_too_large}} ->
+        case Sidecar.call(server, method, params, Options.call_opts(opts)) do
+          # Not sent at all (the client's :max_frame_bytes is smaller): upload them.
+          {:error, %Error{code: :frame_too_large}} ->
+            upload_items(method, params, items, sizes, opts, upload_handoff)
+
+          result ->
+            result
+        end
+
+      true ->
         upload_items(method, params, items, sizes, opts, upload_handoff)
-
-      nil ->
-        upload_items(method, params, items, sizes, opts, upload_handoff)
-
-      result ->
-        result
     end
   end
 
+  # The limits the sidecar announced in hello (%{} when it cannot be asked).
+  defp limits(server) do
+    case Sidecar.info(server) do
+      {:ok, %{"limits" => %{} = limits}} -> limits
+      _ -> %{}
+    end
+  catch
+    :exit, _ -> %{}
+  end
+
+  defp frame_limit(%{"max_frame_bytes" => n}) when is_integer(n) and n > 0, do: n
+  defp frame_limit(_limits), do: @inline_limit
+
   defp upload_items(method, params, items, sizes, opts, upload_handoff) do
-    params = Map.put(params, "sizes", sizes)
+    params = params |> Map.delete("items") |> Map.put("sizes", sizes)
     call_opts = [upload: items, handoff: upload_handoff] ++ Options.call_opts(opts)
 
     opts
