@@ -22,7 +22,9 @@ defmodule ZarrBridge.CodecConfigsTest do
   @filters [{:shuffle, elementsize: 0}]
 
   defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-cfg-#{System.unique_integer([:positive])}")
+    dir =
+      Path.join(System.tmp_dir!(), "zb-cfg-#{System.pid()}-#{System.unique_integer([:positive])}")
+
     File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
     dir
