@@ -9,7 +9,9 @@ maps every way that can fail onto a wire error:
   ``pickle`` config, is :class:`~pybridge.errors.CodecForbidden` unless the
   sidecar allows pickle; a config naming an ``object`` dtype (``vlen-array``
   with ``"O"``, ``astype`` to ``"O"``...) is always forbidden: numcodecs would
-  write or read raw object pointers;
+  write or read raw object pointers, which no opt-in makes safe. The
+  exception is ``categorize`` with ``dtype`` "O" (:data:`SAFE_OBJECT_DTYPES`),
+  whose object arrays only ever hold its str labels;
 - a config the codec rejects is :class:`~pybridge.errors.InvalidCodecConfig`
   with ``details["key"]`` naming the bad key when it can be told.
 
@@ -33,7 +35,8 @@ from numcodecs.abc import Codec
 
 from pybridge.errors import CodecForbidden, CodecUnavailable, InvalidCodecConfig
 
-__all__ = ["FORBIDDEN_IDS", "OPTIONAL_CODECS", "get_codec", "list_codecs"]
+__all__ = ["FORBIDDEN_IDS", "OPTIONAL_CODECS", "SAFE_OBJECT_DTYPES", "check_safe", "get_codec",
+           "list_codecs", "rejected"]
 
 #: Codec ids that can run code on decode: refused unless pickle is allowed.
 FORBIDDEN_IDS = frozenset({"pickle"})
@@ -56,41 +59,45 @@ _cache_lock = threading.Lock()
 
 
 # --------------------------------------------------------------------------
-# Checks numcodecs itself postpones to the first encode or decode
+# Type checks at the edge
+#
+# Only types are checked here (an int where numcodecs takes an int, a str
+# where it takes a name): what a value means is numcodecs' business. A value
+# numcodecs refuses only when it first encodes (zlib level 10, blosc clevel
+# 10...) is found out then: see :func:`pybridge.tasks.encode`.
 
-def _is_int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], bool]:
-    def check(v: Any) -> bool:
-        return (isinstance(v, int) and not isinstance(v, bool)
-                and (lo is None or v >= lo) and (hi is None or v <= hi))
-    return check
-
-
-def _one_of(*choices: Any) -> Callable[[Any], bool]:
-    return lambda v: not isinstance(v, bool) and v in choices
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-_EARLY_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "blosc": {
-        "cname": (_one_of("blosclz", "lz4", "lz4hc", "zlib", "zstd", "snappy"),
-                  "one of blosclz, lz4, lz4hc, zlib, zstd"),
-        "clevel": (_is_int(0, 9), "an int in [0, 9]"),
-        "shuffle": (_one_of(-1, 0, 1, 2), "one of -1 (auto), 0, 1, 2"),
-        "blocksize": (_is_int(0), "an int >= 0"),
-    },
-    "zstd": {"level": (_is_int(-131072, 22), "an int <= 22"),
-             "checksum": (lambda v: isinstance(v, bool), "a bool")},
-    "zlib": {"level": (_is_int(0, 9), "an int in [0, 9]")},
-    "gzip": {"level": (_is_int(0, 9), "an int in [0, 9]")},
-    "bz2": {"level": (_is_int(1, 9), "an int in [1, 9]")},
-    "lz4": {"acceleration": (_is_int(1), "an int >= 1")},
-    "shuffle": {"elementsize": (_is_int(1), "an int >= 1")},
-    "zfpy": {"mode": (_one_of(1, 2, 3, 4), "one of 1, 2, 3, 4")},
-    "pcodec": {"level": (_is_int(0, 12), "an int in [0, 12]")},
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+_INT = (_is_int, "an int")
+_STR = (_is_str, "a str")
+_BOOL = (_is_bool, "a bool")
+
+_TYPE_CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "blosc": {"cname": _STR, "clevel": _INT, "shuffle": _INT, "blocksize": _INT},
+    "zstd": {"level": _INT, "checksum": _BOOL},
+    "zlib": {"level": _INT},
+    "gzip": {"level": _INT},
+    "bz2": {"level": _INT},
+    "lzma": {"format": _INT, "check": _INT},
+    "lz4": {"acceleration": _INT},
+    "shuffle": {"elementsize": _INT},
+    "zfpy": {"mode": _INT},
+    "pcodec": {"level": _INT},
 }
 
 
-def _early_check(codec_id: str, cfg: Mapping[str, Any]) -> None:
-    for key, (check, expected) in _EARLY_CHECKS.get(codec_id, {}).items():
+def _type_check(codec_id: str, cfg: Mapping[str, Any]) -> None:
+    for key, (check, expected) in _TYPE_CHECKS.get(codec_id, {}).items():
         if key in cfg and not check(cfg[key]):
             raise InvalidCodecConfig(
                 f"codec {codec_id!r}: {key!r} must be {expected}, got {cfg[key]!r}",
@@ -101,6 +108,13 @@ def _early_check(codec_id: str, cfg: Mapping[str, Any]) -> None:
 # Safety
 
 _DTYPE_KEY = re.compile(r"(^|_)(dtype|astype)$")
+
+#: (codec id, key) pairs where an object dtype reads and writes no pointers.
+#: ``categorize`` with ``dtype`` "O" encodes by comparing each value with its
+#: str labels and decodes by filling an object array with those labels
+#: (numcodecs refuses an object ``astype``): nothing is unpickled, nothing
+#: is read as a pointer.
+SAFE_OBJECT_DTYPES = frozenset({("categorize", "dtype")})
 
 
 def _is_object_dtype(value: Any) -> bool:
@@ -122,7 +136,8 @@ def check_safe(config: Any, allow_pickle: bool, _top: bool = True) -> None:
                 f"codec {cid!r}{where} can run code on decode; start the sidecar with "
                 "--allow-pickle to use it", id=cid)
         for key, value in config.items():
-            if isinstance(key, str) and _DTYPE_KEY.search(key) and _is_object_dtype(value):
+            if (isinstance(key, str) and _DTYPE_KEY.search(key) and _is_object_dtype(value)
+                    and (cid, key) not in SAFE_OBJECT_DTYPES):
                 raise CodecForbidden(
                     f"codec {cid!r}: an object dtype in {key!r} would read or write raw "
                     "object pointers", id=cid, key=key)
@@ -289,7 +304,7 @@ def get_codec(config: Any, allow_pickle: bool) -> Codec:
 
         numcodecs.pickles.ALLOW_UNSAFE_PICKLE_DECODE = True
     cfg = {k: v for k, v in config.items() if k != "id"}
-    _early_check(codec_id, cfg)
+    _type_check(codec_id, cfg)
     try:
         codec = cls.from_config(dict(cfg))
     except Exception as exc:  # noqa: BLE001 - any rejection is a config error
@@ -301,3 +316,16 @@ def get_codec(config: Any, allow_pickle: bool) -> Codec:
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return codec
+
+
+def rejected(codec: Codec, exc: Exception) -> InvalidCodecConfig:
+    """The error for a config that ``codec`` turned down only when it ran
+    (numcodecs checks many values at the first encode), with its message."""
+    codec_id = str(getattr(codec, "codec_id", None) or type(codec).__name__)
+    try:
+        cfg = {k: v for k, v in codec.get_config().items() if k != "id"}
+    except Exception:  # noqa: BLE001 - a config it cannot even report
+        cfg = {}
+    return InvalidCodecConfig(
+        f"codec {codec_id!r} rejected its config: {type(exc).__name__}: {exc}",
+        id=codec_id, key=_bad_key(exc, cfg))

@@ -182,6 +182,51 @@ def _decoded(out: Any, dtype: np.dtype[Any] | None, shape: Sequence[int] | None,
     return data  # type: ignore[no-any-return]
 
 
+def _zeros_like(arr: Any) -> Any:
+    """Zeros of ``arr``'s dtype and shape (or as many zero bytes), or None for
+    object data, which has no neutral value."""
+    if isinstance(arr, np.ndarray):
+        if arr.dtype.kind in "OTV" or arr.dtype.hasobject:
+            return None
+        return np.zeros(arr.shape, dtype=arr.dtype, order="F" if arr.flags.f_contiguous
+                        and not arr.flags.c_contiguous else "C")
+    try:
+        return bytes(memoryview(arr).nbytes)
+    except TypeError:
+        return None
+
+
+def _fails_on_zeros(encode_fn: Any, arr: Any) -> bool:
+    """Whether ``encode_fn`` also fails on zeros of ``arr``'s dtype and shape.
+
+    numcodecs checks many config values only when it first encodes (zlib's
+    level, blosc's clevel and cname, bz2's level...). An encode that fails
+    on zeros as well failed for its config, not for the data: that is
+    ``invalid_codec_config``, with numcodecs' own message.
+    """
+    probe = _zeros_like(arr)
+    if probe is None:
+        return False
+    try:
+        encode_fn(probe)
+    except Exception:  # noqa: BLE001 - any failure counts
+        return True
+    return False
+
+
+def _chain_rejection(filters: Sequence[Any], compressor: Any, arr: Any) -> BridgeError | None:
+    """The config error of the first v2 codec that fails on zeros shaped like ``arr``."""
+    chunk = _zeros_like(arr)
+    if chunk is None:
+        return None
+    for codec in [*filters, *([compressor] if compressor is not None else [])]:
+        try:
+            chunk = codec.encode(chunk)
+        except Exception as exc:  # noqa: BLE001 - any failure counts
+            return codec_registry.rejected(codec, exc)
+    return None
+
+
 def _failure(cls: type[BridgeError], what: str, exc: Exception, **details: Any) -> BridgeError:
     return cls(f"{what} failed: {type(exc).__name__}: {exc}", python_type=type(exc).__name__,
                **details)
@@ -219,6 +264,8 @@ def encode(payload: Any, config: Mapping[str, Any], dtype: Any = None,
     except BridgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a codec may raise anything
+        if _fails_on_zeros(codec.encode, arr):
+            raise codec_registry.rejected(codec, exc) from None
         raise _failure(EncodeFailed, what, exc, id=cid) from None
     if isinstance(out, bytes):
         return out
@@ -573,6 +620,9 @@ def _v2_encode(payload: Any, spec: Mapping[str, Any], allow_pickle: bool) -> byt
     except BridgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a codec may raise anything
+        config_error = _chain_rejection(filters, compressor, arr)
+        if config_error is not None:
+            raise config_error from None
         raise _failure(EncodeFailed, what, exc) from None
 
 
@@ -747,6 +797,11 @@ def _v3_decode(payload: Any, spec: Mapping[str, Any],
     return raw_bytes(arr)
 
 
+def _v3_encode_array(pipeline: Any, array_spec: Any, arr: np.ndarray[Any, Any]) -> Any:
+    nd = array_spec.prototype.nd_buffer.from_numpy_array(arr)
+    return _run(pipeline.encode([(nd, array_spec)]))
+
+
 def _v3_encode(payload: Any, spec: Mapping[str, Any], allow_pickle: bool) -> bytes | memoryview:
     pipeline, array_spec, dt = _v3_pipeline(spec, allow_pickle)
     what = "zarr v3 chunk encode"
@@ -756,11 +811,13 @@ def _v3_encode(payload: Any, spec: Mapping[str, Any], allow_pickle: bool) -> byt
     else:
         arr = _array_from_payload(payload, dt, array_spec.shape, what)
     try:
-        nd = array_spec.prototype.nd_buffer.from_numpy_array(arr)
-        (out,) = _run(pipeline.encode([(nd, array_spec)]))
+        (out,) = _v3_encode_array(pipeline, array_spec, arr)
     except BridgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a codec may raise anything
+        if _fails_on_zeros(lambda a: _v3_encode_array(pipeline, array_spec, a), arr):
+            raise InvalidCodecConfig(f"zarr v3 codecs rejected their config: "
+                                     f"{type(exc).__name__}: {exc}", key=None) from None
         raise _failure(EncodeFailed, what, exc) from None
     if out is None:
         raise EncodeFailed(f"{what}: the pipeline produced no chunk")

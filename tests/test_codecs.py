@@ -455,11 +455,13 @@ def test_decode_many_reports_the_failing_index(sc: SidecarProcess) -> None:
     assert reply.error["details"]["index"] == 2
 
 
-def test_many_result_over_the_frame_limit_is_too_large(sidecar_factory: Any) -> None:
+def test_many_result_over_the_frame_limit_is_streamed(sidecar_factory: Any) -> None:
     sc = sidecar_factory(args=["--max-frame-bytes", "1MiB", "--stream-frame-bytes", "64KiB"])
-    item = bytes(numcodecs.Zstd().encode(np.zeros(50_000)))  # 400 kB decoded
-    reply = call(sc, "codec.decode_many", codec={"id": "zstd"}, items=[item] * 4)
-    assert reply.code == "too_large"
+    item = bytes(numcodecs.Zstd().encode(SMOOTH[:50_000]))  # 160 kB decoded
+    reply = call(sc, "codec.decode_many", codec={"id": "zstd"}, items=[item] * 8)
+    result = reply.unwrap()
+    assert result["sizes"] == [SMOOTH[:50_000].nbytes] * 8
+    assert reply.data == raw(SMOOTH[:50_000]) * 8
     assert call(sc, "codec.decode_many", codec={"id": "zstd"}, items=[item]).ok
 
 

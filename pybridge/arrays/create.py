@@ -80,19 +80,9 @@ def _v3_from_numcodecs(config: Any, itemsize: int, allow_pickle: bool
     codec = _numcodec(config, allow_pickle)
     full = plain(codec.get_config())
     cid = full.pop("id")
-    if cid == "zstd":
-        return "bb", {"name": "zstd", "configuration": {
-            "level": full.get("level", 0), "checksum": full.get("checksum", False)}}
-    if cid == "gzip":
-        return "bb", {"name": "gzip", "configuration": {"level": full.get("level", 5)}}
-    if cid == "blosc":
-        shuffle = full.get("shuffle", 1)
-        if shuffle == -1:
-            shuffle = 2 if itemsize == 1 else 1
-        return "bb", {"name": "blosc", "configuration": {
-            "typesize": itemsize, "cname": full.get("cname", "lz4"),
-            "clevel": full.get("clevel", 5), "shuffle": BLOSC_SHUFFLE_NAME.get(shuffle, "shuffle"),
-            "blocksize": full.get("blocksize", 0)}}
+    core = _v3_core_form(cid, full, itemsize)
+    if core is not None:
+        return "bb", core
     name = f"numcodecs.{cid}"
     cls = codec_class(name)
     if cls is None:
@@ -104,6 +94,74 @@ def _v3_from_numcodecs(config: Any, itemsize: int, allow_pickle: bool
                             "instead of 'compressor' or 'filters'", param="compressor",
                             expected="a bytes-to-bytes codec")
     return kind, {"name": name, "configuration": full}
+
+
+def _v3_core_form(cid: str, full: dict[str, Any], itemsize: int) -> dict[str, Any] | None:
+    """The Zarr v3 core codec JSON for a zstd, gzip or blosc config, or None.
+
+    None too when zarr-python's core codec refuses values numcodecs takes
+    (gzip level -1, zstd level 23...): the array then gets the
+    ``numcodecs.<id>`` codec, which keeps numcodecs' meaning.
+    """
+    form = _v3_core_json(cid, full, itemsize)
+    if form is None:
+        return None
+    cls = codec_class(form["name"])
+    try:
+        if cls is not None:
+            cls.from_dict(form)
+    except Exception:  # noqa: BLE001 - zarr-python's own range checks
+        return None
+    return form
+
+
+def _v3_core_json(cid: str, full: dict[str, Any], itemsize: int) -> dict[str, Any] | None:
+    if cid == "zstd":
+        return {"name": "zstd", "configuration": {
+            "level": full.get("level", 0), "checksum": full.get("checksum", False)}}
+    if cid == "gzip":
+        return {"name": "gzip", "configuration": {"level": full.get("level", 5)}}
+    if cid == "blosc":
+        shuffle = full.get("shuffle", 1)
+        if shuffle == -1:
+            shuffle = 2 if itemsize == 1 else 1
+        if shuffle not in BLOSC_SHUFFLE_NAME:
+            return None
+        return {"name": "blosc", "configuration": {
+            "typesize": itemsize, "cname": full.get("cname", "lz4"),
+            "clevel": full.get("clevel", 5), "shuffle": BLOSC_SHUFFLE_NAME[shuffle],
+            "blocksize": full.get("blocksize", 0)}}
+    return None
+
+
+#: Largest chunk (in bytes) :func:`_probe` encodes.
+_PROBE_BYTES = 16 << 20
+
+
+def _probe(codecs: list[Any], dtype: np.dtype[Any], chunks: list[int], order: str) -> None:
+    """Encode a chunk of zeros with the new array's numcodecs codecs, in order.
+
+    numcodecs checks many values only when it first encodes (zlib level 42,
+    blosc clevel 10...): an array created with them could never be written.
+    Such a config is ``invalid_codec_config`` here, with numcodecs' message.
+    Object and string arrays, and chunks over 16 MiB, are not probed.
+    """
+    import math
+
+    import numpy as np
+
+    from pybridge.codecs import rejected
+
+    codecs = [c for c in codecs if c is not None]
+    if not codecs or dtype.kind in "OTV" or dtype.hasobject \
+            or math.prod(chunks) * dtype.itemsize > _PROBE_BYTES:
+        return
+    chunk: Any = np.zeros(tuple(chunks), dtype=dtype, order="F" if order == "F" else "C")
+    for codec in codecs:
+        try:
+            chunk = codec.encode(chunk)
+        except Exception as exc:  # noqa: BLE001 - any refusal counts
+            raise rejected(codec, exc) from None
 
 
 def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
@@ -179,6 +237,8 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
             kw["filters"] = None
         if dtype.kind in "OT" and _given(p["filters"]):
             kw["filters"] = _with_object_codec(kw["filters"], dtype, allow_pickle)
+        _probe([*(kw.get("filters") or []), kw.get("compressors")], dtype, chunks,
+               p.get("order") or "C")
         if p.get("order"):
             kw["order"] = p["order"]
         if encoding is not None:
@@ -195,6 +255,8 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
     else:
         aa: list[dict[str, Any]] = []
         bb: list[dict[str, Any]] = []
+        given = [*((p["filters"] or []) if _given(p["filters"]) else []),
+                 *([p["compressor"]] if _given(p["compressor"]) and p["compressor"] else [])]
         for f in (p["filters"] or []) if _given(p["filters"]) else []:
             kind, js = _v3_from_numcodecs(f, dtype.itemsize, allow_pickle)
             (aa if kind == "aa" else bb).append(js)
@@ -207,6 +269,7 @@ def _create_kwargs(p: Mapping[str, Any], dtype: np.dtype[Any], allow_pickle: boo
         elif bb:  # shuffle-like filters, then zarr-python's default compressor
             kw["compressors"] = [*bb, {"name": "zstd",
                                        "configuration": {"level": 0, "checksum": False}}]
+        _probe([_numcodec(c, allow_pickle) for c in given], dtype, chunks, "C")
     if p.get("shards") is not None:
         if dtype.fields is not None:
             raise UnsupportedDtype("zarr-python 3.1 cannot shard structured arrays",

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from pybridge.errors import BridgeError, InvalidParams, TooLarge
+from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
 from pybridge.methods import Method
 from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
@@ -44,6 +44,9 @@ _SHM = Map(required=False)
 _DTYPE = Any_(required=False)
 _SHAPE = IntList(required=False, min=0)
 _VALUES = List(required=False)
+#: A batch: its items, or their sizes with the items uploaded back to back.
+_ITEMS = List(Bin(), required=False)
+_SIZES = IntList(required=False, min=0)
 
 
 # --------------------------------------------------------------------------
@@ -141,13 +144,60 @@ def _reply(call: Call, result: Any) -> dict[str, Any]:
 
 
 def _reply_items(call: Call, results: list[Any]) -> dict[str, Any]:
+    """``{"items": [...]}`` when the results fit in one frame; else the
+    results back to back as a result stream, cut by ``"sizes"``."""
     total = _RESULT_OVERHEAD + sum(
-        len(r) + _ITEM_OVERHEAD if not isinstance(r, list) else _ITEM_OVERHEAD for r in results)
+        memoryview(r).nbytes + _ITEM_OVERHEAD if not isinstance(r, list) else _ITEM_OVERHEAD
+        for r in results)
     limit = call.settings.max_frame_bytes
-    if total > limit:
-        raise TooLarge(f"the {len(results)} items make a {total}-byte reply, over the frame "
-                       f"limit of {limit}; send fewer items per request", bytes=total, limit=limit)
-    return {"items": results}
+    if total <= limit:
+        return {"items": results}
+    if any(isinstance(r, list) for r in results):
+        raise TooLarge(f"the {len(results)} items decode to values that make a {total}-byte "
+                       f"reply, over the frame limit of {limit}; values cannot be streamed: "
+                       "send fewer items per request", bytes=total, limit=limit)
+    sizes = []
+    for k, r in enumerate(results):
+        sizes.append(memoryview(r).nbytes)
+        call.send_data(r)
+        results[k] = None  # each result is freed once it is on its way
+    return {"sizes": sizes}
+
+
+def _items(call: Call) -> list[Any]:
+    """The batch's items: ``items``, or an upload (``stream`` or ``shm``) of
+    the items back to back with their ``sizes``."""
+    p = call.params
+    uploaded = any(p.get(k) is not None for k in ("stream", "shm"))
+    if p["items"] is not None:
+        if uploaded or p["sizes"] is not None:
+            raise InvalidParams("give either 'items', or 'sizes' with an upload, not both",
+                                param="items", expected="items alone")
+        items: list[Any] = list(p["items"])
+        total = sum(memoryview(i).nbytes for i in items)
+        limit = call.settings.max_request_bytes
+        if limit is not None and total > limit:
+            raise TooLarge(f"a batch of {len(items)} items holding {total} bytes is over the "
+                           f"per-request limit of {limit} bytes (max_request_bytes): split it "
+                           "into smaller batches", bytes=total, limit=limit)
+        return items
+    if p["sizes"] is None or not uploaded:
+        raise InvalidParams("give 'items', or 'sizes' with the items uploaded back to back "
+                            "('stream' or 'shm')", param="items", expected="array of bin")
+    sizes: list[int] = p["sizes"]
+    if call.has_upload_file:
+        data: Any = call.upload_file().segment().buf
+    else:
+        data = memoryview(call.read_upload())
+    nbytes = memoryview(data).nbytes
+    if sum(sizes) != nbytes:
+        raise DataSizeMismatch(f"the upload holds {nbytes} bytes, 'sizes' add up to "
+                               f"{sum(sizes)}", expected_bytes=sum(sizes), bytes=nbytes)
+    views, offset = [], 0
+    for n in sizes:
+        views.append(data[offset:offset + n])
+        offset += n
+    return views
 
 
 # --------------------------------------------------------------------------
@@ -186,8 +236,8 @@ def codec_encode_many(call: Call) -> dict[str, Any]:
 
     p = call.params
     allow = _checked_codec(call)
-    results = _run_many(call, tasks.encode, p["items"], p["codec"], p["dtype"], p["shape"], None,
-                        allow)
+    results = _run_many(call, tasks.encode, _items(call), p["codec"], p["dtype"], p["shape"],
+                        None, allow)
     return _reply_items(call, results)
 
 
@@ -198,15 +248,16 @@ def codec_decode_many(call: Call) -> dict[str, Any]:
     allow = _checked_codec(call)
     from pybridge.handoff import HandoffUnavailable
 
+    items = _items(call)
     handoff = p["handoff"]
     if handoff:
-        sizes = _decoded_sizes(p["codec"], p["items"], p["dtype"], p["shape"])
+        sizes = _decoded_sizes(p["codec"], items, p["dtype"], p["shape"])
         if sizes is not None and sum(sizes) >= call.settings.handoff_threshold:
             try:
-                return _decode_many_handoff(call, sizes)
+                return _decode_many_handoff(call, items, sizes)
             except HandoffUnavailable:
                 handoff = False  # /dev/shm cannot hold it: by the pipe
-    results = _run_many(call, tasks.decode, p["items"], p["codec"], p["dtype"], p["shape"], allow)
+    results = _run_many(call, tasks.decode, items, p["codec"], p["dtype"], p["shape"], allow)
     if handoff and not any(isinstance(r, list) for r in results):
         total = sum(memoryview(r).nbytes for r in results)
         if total >= call.settings.handoff_threshold:
@@ -243,7 +294,7 @@ def _decoded_sizes(config: Any, items: list[Any], wire_dtype: Any,
     return sizes
 
 
-def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
+def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict[str, Any]:
     """Decode every item into one handoff segment, at its offset.
 
     The items are cut into one run per worker (of about equal decoded size),
@@ -260,7 +311,6 @@ def _decode_many_handoff(call: Call, sizes: list[int]) -> dict[str, Any]:
     from pybridge.shm import pwrite_all
 
     p = call.params
-    items = p["items"]
     pool = call.context.pool
     total = sum(sizes)
     offsets = [0] * len(sizes)
@@ -423,10 +473,11 @@ METHODS: list[Method] = [
         "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "dtype": _DTYPE,
         "shape": _SHAPE}),
     Method("codec.encode_many", codec_encode_many, {
-        "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE}),
+        "codec": _CODEC, "items": _ITEMS, "sizes": _SIZES, "stream": _STREAM, "shm": _SHM,
+        "dtype": _DTYPE, "shape": _SHAPE}),
     Method("codec.decode_many", codec_decode_many, {
-        "codec": _CODEC, "items": List(Bin()), "dtype": _DTYPE, "shape": _SHAPE,
-        "handoff": Bool(required=False, default=False)}),
+        "codec": _CODEC, "items": _ITEMS, "sizes": _SIZES, "stream": _STREAM, "shm": _SHM,
+        "dtype": _DTYPE, "shape": _SHAPE, "handoff": Bool(required=False, default=False)}),
     Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES}),
     Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE),
 ]

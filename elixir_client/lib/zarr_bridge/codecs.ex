@@ -183,15 +183,20 @@ defmodule ZarrBridge.Codecs do
 
   @doc """
   Encodes each binary of `items` with `codec`, spread over the sidecar's
-  workers; the results are in input order. Options as for `encode/3`.
+  workers; the results are in input order. Options as for `encode/3`, and
+  `handoff:` as for `decode_many/3` (here it is about how the items travel).
 
-  The items travel in one frame, so their total must stay below the
-  sidecar's `max_frame_bytes` (64 MiB by default).
+  A batch may be of any total size up to the sidecar's `max_request_bytes`
+  (16 GiB by default): items too big for one request frame (the sidecar's
+  `max_frame_bytes`, 64 MiB by default) are uploaded back to back, and
+  results too big for one frame come back as a stream. A bigger batch fails
+  with `:too_large`, before anything is sent.
   """
   @spec encode_many(codec, [binary], keyword) :: {:ok, [binary]} | {:error, Error.t()}
   def encode_many(codec, items, opts \\ []) when is_list(items) do
-    Options.check!(opts, [:dtype | @common])
-    many("codec.encode_many", codec, items, opts)
+    Options.check!(opts, [:dtype, :handoff | @common])
+    {upload_handoff, opts} = batch_handoff(opts)
+    many("codec.encode_many", codec, items, opts, false, upload_handoff)
   end
 
   @doc "Like `encode_many/3`, but raises `ZarrBridge.Error`."
@@ -204,20 +209,29 @@ defmodule ZarrBridge.Codecs do
 
     * `handoff:` - `true` (the default) lets the sidecar hand large results
       (4 MiB or more in all, its `handoff_threshold`) over through one
-      shared-memory file instead of the pipe; the results are then
-      sub-binaries of one binary that this call reads (keeping one of them
-      keeps that whole binary alive: `:binary.copy/1` an item you keep
-      alone). `false` always uses the pipe, so the results must then fit in
-      one frame.
+      shared-memory file instead of the pipe, and large batches of items
+      travel to it the same way; the results are then sub-binaries of one
+      binary that this call reads (keeping one of them keeps that whole
+      binary alive: `:binary.copy/1` an item you keep alone). `false`
+      always uses the pipe (results too big for one frame come as a stream).
+
+  A batch may be of any total size up to the sidecar's `max_request_bytes`
+  (16 GiB by default): items too big for one request frame (the sidecar's
+  `max_frame_bytes`, 64 MiB by default) are uploaded back to back. A bigger
+  batch fails with `:too_large`, before anything is sent.
   """
   @spec decode_many(codec, [binary], keyword) :: {:ok, [binary | list]} | {:error, Error.t()}
   def decode_many(codec, items, opts \\ []) when is_list(items) do
     Options.check!(opts, [:dtype, :shape, :handoff | @common])
+    {upload_handoff, opts} = batch_handoff(opts)
+    many("codec.decode_many", codec, items, opts, upload_handoff != false, upload_handoff)
+  end
 
-    case Keyword.get(opts, :handoff, true) do
-      true -> many("codec.decode_many", codec, items, Keyword.delete(opts, :handoff), true)
-      false -> many("codec.decode_many", codec, items, Keyword.delete(opts, :handoff))
-      other -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
+  defp batch_handoff(opts) do
+    case Keyword.pop(opts, :handoff, true) do
+      {true, opts} -> {:auto, opts}
+      {false, opts} -> {false, opts}
+      {other, _} -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
     end
   end
 
@@ -252,7 +266,8 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `pipeline_encode/3`, but raises `ZarrBridge.Error`."
   @spec pipeline_encode!(pipeline_spec, iodata, keyword) :: binary
-  def pipeline_encode!(spec, data, opts \\ []), do: Options.bang(pipeline_encode(spec, data, opts))
+  def pipeline_encode!(spec, data, opts \\ []),
+    do: Options.bang(pipeline_encode(spec, data, opts))
 
   @doc """
   Runs the decode side of one chunk's codec pipeline: `data` is a stored
@@ -265,7 +280,8 @@ defmodule ZarrBridge.Codecs do
 
   @doc "Like `pipeline_decode/3`, but raises `ZarrBridge.Error`."
   @spec pipeline_decode!(pipeline_spec, iodata, keyword) :: binary
-  def pipeline_decode!(spec, data, opts \\ []), do: Options.bang(pipeline_decode(spec, data, opts))
+  def pipeline_decode!(spec, data, opts \\ []),
+    do: Options.bang(pipeline_decode(spec, data, opts))
 
   # ------------------------------------------------------------------
 
@@ -280,11 +296,10 @@ defmodule ZarrBridge.Codecs do
     }
   end
 
-  defp many(method, codec, items, opts, handoff \\ false) do
+  defp many(method, codec, items, opts, handoff, upload_handoff) do
     with {:ok, params} <- codec_params(codec, opts),
-         params = Map.put(params, "items", Enum.map(items, &{:bin, &1})),
          params = if(handoff, do: Map.put(params, "handoff", true), else: params),
-         {:ok, result} <- call(method, params, nil, opts) do
+         {:ok, result} <- send_items(method, params, items, opts, upload_handoff) do
       count = length(items)
 
       case result do
@@ -300,6 +315,98 @@ defmodule ZarrBridge.Codecs do
       end
     end
   end
+
+  # Room for each item's msgpack header, and for the rest of the request.
+  @item_overhead 9
+  @params_room 64 * 1024
+
+  # Batches that fit in one request frame travel in it; bigger ones as an
+  # upload of the items back to back, cut by "sizes" (PROTOCOL.md section
+  # 6), so no batch meets the frame limit.
+  defp send_items(method, params, items, opts, upload_handoff) do
+    sizes = Enum.map(items, &item_size/1)
+    total = Enum.sum(sizes)
+    server = Options.server(opts)
+    limits = limits(server)
+    request_limit = limits["max_request_bytes"]
+
+    cond do
+      is_integer(request_limit) and total > request_limit ->
+        batch_limit_error(
+          {:error,
+           %Error{code: :too_large, message: "", details: %{bytes: total, limit: request_limit}}},
+          length(items),
+          total
+        )
+
+      total + @item_overhead * length(sizes) + @params_room <= frame_limit(limits) ->
+        params = Map.put(params, "items", Enum.map(items, &{:bin, &1}))
+
+        case Sidecar.call(server, method, params, Options.call_opts(opts)) do
+          # Not sent at all (the client's :max_frame_bytes is smaller): upload them.
+          {:error, %Error{code: :frame_too_large}} ->
+            upload_items(method, params, items, sizes, opts, upload_handoff)
+
+          result ->
+            result
+        end
+
+      true ->
+        upload_items(method, params, items, sizes, opts, upload_handoff)
+    end
+  end
+
+  # The limits the sidecar announced in hello (%{} when it cannot be asked).
+  defp limits(server) do
+    case Sidecar.info(server) do
+      {:ok, %{"limits" => %{} = limits}} -> limits
+      _ -> %{}
+    end
+  catch
+    :exit, _ -> %{}
+  end
+
+  defp frame_limit(%{"max_frame_bytes" => n}) when is_integer(n) and n > 0, do: n
+  defp frame_limit(_limits), do: @inline_limit
+
+  defp upload_items(method, params, items, sizes, opts, upload_handoff) do
+    params = params |> Map.delete("items") |> Map.put("sizes", sizes)
+    call_opts = [upload: items, handoff: upload_handoff] ++ Options.call_opts(opts)
+
+    opts
+    |> Options.server()
+    |> Sidecar.call(method, params, call_opts)
+    |> batch_limit_error(length(items), Enum.sum(sizes))
+  end
+
+  defp item_size(item) when is_binary(item), do: byte_size(item)
+
+  defp item_size(item) when is_list(item) do
+    IO.iodata_length(item)
+  rescue
+    ArgumentError -> raise ArgumentError, "each item must be a binary or iodata"
+  end
+
+  defp item_size(item),
+    do: raise(ArgumentError, "each item must be a binary or iodata, got: #{inspect(item)}")
+
+  defp batch_limit_error(
+         {:error, %Error{code: :too_large, details: %{limit: limit}} = e},
+         n,
+         total
+       )
+       when is_integer(limit) and total > limit do
+    {:error,
+     %{
+       e
+       | message:
+           "a batch of #{n} items holding #{total} bytes is over the sidecar's " <>
+             "max_request_bytes of #{limit}: split it into batches of at most #{limit} " <>
+             "bytes, or start the sidecar with a larger :max_request_bytes"
+     }}
+  end
+
+  defp batch_limit_error(other, _n, _total), do: other
 
   # Sub-binaries of `data`: no copies.
   defp split_items(data, sizes, result) do
@@ -454,6 +561,4 @@ defmodule ZarrBridge.Codecs do
 
   defp data_result({:ok, other}), do: Options.unexpected(other)
   defp data_result({:error, %Error{}} = error), do: error
-
-
 end
