@@ -108,3 +108,19 @@ def test_sidecar_memory_stays_bounded_and_it_keeps_serving():
         reply = sc.call("echo", {"data": b"abc", "pad": [[]] * (L - 100)}, timeout=60)
         assert reply.error is not None and reply.error["code"] == "invalid_params", reply.error
         assert reply.error["details"]["param"] == "pad"
+
+
+def test_a_read_of_more_values_than_a_frame_holds_is_too_large(tmp_path):
+    """The sidecar never sends a frame the client would refuse: such a read is too_large."""
+    store = {"kind": "filesystem", "path": str(tmp_path)}
+    n = L - 1024  # the most values one read answers
+    with SidecarProcess(workers=1) as sc:
+        sc.call("array.create", {"store": store, "path": "s", "shape": [n + 1],
+                                 "chunks": [1 << 18], "dtype": "string",
+                                 "fill_value": ""}).unwrap()
+        reply = sc.call("array.read", {"store": store, "path": "s"}, timeout=60)
+        assert reply.error is not None and reply.error["code"] == "too_large", reply.error
+        assert reply.error["details"]["limit"] == n
+        result = sc.call("array.read", {"store": store, "path": "s", "stop": [n]},
+                         timeout=120).unwrap()
+        assert len(result["values"]) == n and set(result["values"]) == {""}
