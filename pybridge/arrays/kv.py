@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from pybridge.arrays.oserrors import file_error
 from pybridge.arrays.store import StoreRef, check_inside
 from pybridge.errors import StoreError
 
@@ -149,7 +150,7 @@ class FilesystemKV(KV):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as e:
-            raise StoreError(f"cannot read {path!r}: {e.strerror or e}", path=path) from e
+            raise file_error(e, "read", path) from e
 
     def stamp(self, key: str) -> Any:
         path = self._path(key)
@@ -158,7 +159,7 @@ class FilesystemKV(KV):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise StoreError(f"cannot stat {path!r}: {e.strerror or e}", path=path) from e
+            raise file_error(e, "stat", path) from e
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def set(self, key: str, data: bytes) -> None:
@@ -189,7 +190,7 @@ class FilesystemKV(KV):
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as e:
-            raise StoreError(f"cannot list {base!r}: {e.strerror or e}", path=base) from e
+            raise file_error(e, "list", base) from e
 
 
 class MemoryKV(KV):

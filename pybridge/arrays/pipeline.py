@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import chunk_key
+from pybridge.arrays.oserrors import file_error
 from pybridge.arrays.store import check_inside
-from pybridge.errors import DecodeFailed, EncodeFailed, StoreError
+from pybridge.errors import DecodeFailed, EncodeFailed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -400,7 +401,7 @@ def read_chunk_file(path: str) -> bytes | None:
     except NotADirectoryError:
         return None
     except OSError as e:
-        raise StoreError(f"cannot read chunk {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, "read chunk", path) from e
 
 
 def write_chunk_file(path: str, data: bytes) -> None:
@@ -417,7 +418,7 @@ def write_chunk_file(path: str, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise StoreError(f"cannot write chunk {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, "write chunk", path) from e
 
 
 def remove_chunk_file(path: str) -> None:
@@ -427,4 +428,4 @@ def remove_chunk_file(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise StoreError(f"cannot delete chunk {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, "delete chunk", path) from e
