@@ -197,6 +197,18 @@ def test_a_failed_create_removes_only_what_it_made(sc, mnt, tmp_path, kind):
     still_serves(sc, tmp_path)
 
 
+def test_failed_creates_leave_nothing_even_when_zarr_writes_race(sc, mnt, tmp_path):
+    """zarr-python writes a node's documents concurrently: when one fails, the
+    others go on and may make the directory again. 40 tries catch that."""
+    mnt.fill()
+    for i in range(40):
+        reply = sc.call("group.create", {"store": fs(mnt.path), "path": f"g{i}",
+                                         "attributes": {"y": "z" * 20000}})
+        assert reply.error is not None and reply.error["code"] == "store_error", reply.error
+    assert sorted(p.name for p in mnt.path.iterdir()) == ["filler"]
+    still_serves(sc, tmp_path)
+
+
 def test_a_failed_create_in_a_new_store_removes_the_store_directory(sc, mnt, tmp_path):
     mnt.fill()
     store = fs(mnt.path / "fresh" / "store")

@@ -174,8 +174,31 @@ def undo_new_dirs(ref: StoreRef) -> Iterator[None]:
         yield
     except BaseException:
         if new:
+            _settle_zarr_io()
             _remove(new)
         raise
+
+
+def _settle_zarr_io(timeout: float = 2.0) -> None:
+    """Wait (at most ``timeout`` seconds) for the tasks still running on
+    zarr-python's I/O loop.
+
+    zarr-python writes a node's documents with ``asyncio.gather``: when one
+    write fails the others go on in their threads, and one of them may make
+    the node's directory again after it was removed.
+    """
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def settle() -> None:
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        sync(settle())
 
 
 def _remove(new: list[str]) -> None:
