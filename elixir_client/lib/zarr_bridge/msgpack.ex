@@ -308,7 +308,9 @@ defmodule ZarrBridge.Msgpack do
   Decodes `binary`, which must hold exactly one msgpack value.
 
   Never raises: malformed, truncated or random input gives
-  `{:error, reason}`.
+  `{:error, reason}`. Option: `max_elements:` (default `1_048_576`), the
+  most values the arrays and maps of the input may hold (see "Element
+  limit" above); an invalid option value raises `ArgumentError`.
 
   ## Examples
 
@@ -352,6 +354,7 @@ defmodule ZarrBridge.Msgpack do
 
   @doc """
   Decodes the first msgpack value of `binary` and returns the bytes after it.
+  Takes the options of `decode/2`.
 
   ## Examples
 
