@@ -6,6 +6,13 @@ a str (or bin) makes the body an ``invalid_message``: the protocol's keys are
 str. Everything is encoded with ``use_bin_type=True``: bytes, bytearray and
 memoryview become bin, str becomes str. Floats are float64; NaN and the
 infinities are ordinary Python floats.
+
+A frame may hold at most :data:`MAX_FRAME_ELEMENTS` values inside its arrays
+and maps (PROTOCOL.md §1), so that a small frame of many tiny values (a
+16 MB array of empty arrays would take over a gigabyte as Python objects)
+cannot exhaust memory: one container longer than that is refused at its
+header, and decoding stops once the containers completed so far prove the
+frame over the limit.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ __all__ = [
     "NOTIFICATION",
     "REQUEST",
     "RESPONSE",
+    "MAX_FRAME_ELEMENTS",
     "BadMessage",
     "Notification",
     "Request",
@@ -39,6 +47,10 @@ NOTIFICATION = 2
 
 #: Ids are unsigned and below 2**32 (PROTOCOL.md §2).
 MAX_ID = 2**32 - 1
+
+#: The most values one frame may hold inside its arrays and maps: the sum of
+#: the arrays' lengths plus twice the maps' sizes (PROTOCOL.md §1).
+MAX_FRAME_ELEMENTS = 1 << 20
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -71,12 +83,66 @@ def pack(obj: Any) -> bytes:
     return cast(bytes, msgpack.packb(obj, use_bin_type=True))
 
 
-def unpack(body: Buffer) -> Any:
-    """Decode exactly one value; raise :class:`BadMessage` if ``body`` is not one."""
+class _TooManyElements(Exception):
+    """Raised from the decoding hooks once a frame is known to be over the limit."""
+
+
+class _ElementCounter:
+    """Hooks for :func:`msgpack.unpackb` that count the values decoded into containers.
+
+    Each completed array adds its length, each map twice its size. The hooks
+    only see containers once they are complete, so the containers themselves
+    are counted too: a frame of ``limit + 2`` completed containers holds more
+    than ``limit`` values inside containers (every container but the
+    outermost is one), whatever is still being decoded.
+    """
+
+    __slots__ = ("limit", "values", "containers")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.values = 0
+        self.containers = 0
+
+    def _add(self, n: int) -> None:
+        self.values += n
+        self.containers += 1
+        if self.values > self.limit or self.containers > self.limit + 1:
+            raise _TooManyElements()
+
+    def on_list(self, items: list[Any]) -> list[Any]:
+        self._add(len(items))
+        return items
+
+    def on_map(self, entries: dict[Any, Any]) -> dict[Any, Any]:
+        self._add(2 * len(entries))
+        return entries
+
+
+def unpack(body: Buffer, max_elements: int = MAX_FRAME_ELEMENTS) -> Any:
+    """Decode exactly one value; raise :class:`BadMessage` if ``body`` is not one.
+
+    A body with more than ``max_elements`` values inside its arrays and maps
+    is a :class:`BadMessage` too, found before it is all decoded.
+    """
+    counter = _ElementCounter(max_elements)
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True,
+                               max_array_len=max_elements, max_map_len=max_elements,
+                               list_hook=counter.on_list, object_hook=counter.on_map)
+    except _TooManyElements:
+        raise _too_many(max_elements) from None
+    except ValueError as e:
+        if "exceeds max_array_len" in str(e) or "exceeds max_map_len" in str(e):
+            raise _too_many(max_elements) from None
+        raise BadMessage(f"the frame's body is not one msgpack value: {e}") from None
     except Exception as e:  # msgpack raises several types for bad input
         raise BadMessage(f"the frame's body is not one msgpack value: {e}") from None
+
+
+def _too_many(limit: int) -> BadMessage:
+    return BadMessage(f"the frame holds more than {limit} values in its arrays and maps, "
+                      "the limit per frame: send fewer items per request", limit=limit)
 
 
 def _is_id(v: Any) -> bool:

@@ -34,6 +34,7 @@ from pybridge.arrays.metadata import (
     plain,
     where,
 )
+from pybridge.arrays.oserrors import store_error, undo_new_dirs
 from pybridge.arrays.store import StoreRef
 from pybridge.errors import (
     AlreadyExists,
@@ -42,7 +43,6 @@ from pybridge.errors import (
     InvalidCodecConfig,
     InvalidParams,
     NotFound,
-    StoreError,
     UnsupportedDtype,
 )
 
@@ -409,7 +409,9 @@ def _create(ref: StoreRef, kv: KV, p: Mapping[str, Any], mode: str,
     from zarr import errors as ze
 
     try:
-        zarr.create_array(kv.zarr_store, name=ref.path or None, overwrite=(mode == "w"), **kw)
+        with undo_new_dirs(ref):
+            zarr.create_array(kv.zarr_store, name=ref.path or None, overwrite=(mode == "w"),
+                              **kw)
     except BridgeError:
         raise
     except (ze.ContainsArrayError, ze.ContainsGroupError, ze.ContainsArrayAndGroupError) as e:
@@ -418,8 +420,7 @@ def _create(ref: StoreRef, kv: KV, p: Mapping[str, Any], mode: str,
         raise CodecUnavailable(f"unknown codec {e}", id=str(e.args[0]) if e.args else None) \
             from None
     except OSError as e:
-        raise StoreError(f"cannot create the array at {where(ref)}: {e}",
-                         path=ref.path) from None
+        raise store_error(e, f"create the array at {where(ref)}", ref) from e
     except (TypeError, ValueError) as e:
         raise InvalidParams(f"zarr-python rejected the array: {e}", param=None,
                             expected="valid array metadata") from None

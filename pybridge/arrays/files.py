@@ -24,6 +24,7 @@ import os
 import stat
 from typing import Any
 
+from pybridge.arrays.oserrors import file_error
 from pybridge.errors import BridgeError, DecodeFailed, InvalidMetadata, StoreError
 
 __all__ = [
@@ -105,7 +106,7 @@ def _open_failed(path: str, what: str, e: OSError) -> StoreError:
         else:
             if not stat.S_ISREG(mode):
                 return _not_regular(path, what, mode)
-    return StoreError(f"cannot read {what} {path!r}: {e.strerror or e}", path=path)
+    return file_error(e, f"read {what}", path)
 
 
 def open_regular(path: str, what: str = "file", limit: int | None = None,
@@ -148,7 +149,7 @@ def read_regular(path: str, what: str = "file", limit: int | None = None,
     try:
         return _read_all(fd, path, what, limit, oversize)
     except OSError as e:
-        raise StoreError(f"cannot read {what} {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, f"read {what}", path) from e
     finally:
         os.close(fd)
 
@@ -197,7 +198,7 @@ def read_range(path: str, what: str, byte_range: Any) -> bytes | None:
             pos += len(piece)
         return b"".join(parts)
     except OSError as e:
-        raise StoreError(f"cannot read {what} {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, f"read {what}", path) from e
     finally:
         os.close(fd)
 

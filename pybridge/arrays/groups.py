@@ -25,8 +25,9 @@ from pybridge.arrays.docs import (
     read_node,
 )
 from pybridge.arrays.metadata import import_zarr, meta_from_doc, plain
+from pybridge.arrays.oserrors import store_error, undo_new_dirs
 from pybridge.arrays.store import StoreRef
-from pybridge.errors import AlreadyExists, BridgeError, InvalidParams, NotFound, StoreError
+from pybridge.errors import AlreadyExists, BridgeError, InvalidParams, NotFound
 
 if TYPE_CHECKING:
     from pybridge.arrays.kv import KV
@@ -84,12 +85,13 @@ def create_group(ref: StoreRef, kv: KV, mode: str, zarr_format: int,
             raise AlreadyExists(f"an array exists at {_where(ref)}", path=ref.path)
     zarr = import_zarr()
     try:
-        zarr.create_group(kv.zarr_store, path=ref.path or None, overwrite=(mode == "w"),
-                          zarr_format=zarr_format, attributes=dict(attributes or {}))
+        with undo_new_dirs(ref):
+            zarr.create_group(kv.zarr_store, path=ref.path or None, overwrite=(mode == "w"),
+                              zarr_format=zarr_format, attributes=dict(attributes or {}))
     except BridgeError:
         raise
     except OSError as e:
-        raise StoreError(f"cannot create the group at {_where(ref)}: {e}", path=ref.path) from e
+        raise store_error(e, f"create the group at {_where(ref)}", ref) from e
     except (TypeError, ValueError) as e:
         if "exist" in str(e).lower():
             raise AlreadyExists(f"a node exists at {_where(ref)}: {e}", path=ref.path) from e
@@ -192,6 +194,5 @@ def consolidate(ref: StoreRef, kv: KV) -> NodeDoc:
     except BridgeError:
         raise
     except OSError as e:
-        raise StoreError(f"cannot consolidate the metadata at {_where(ref)}: {e}",
-                         path=ref.path) from e
+        raise store_error(e, f"consolidate the metadata at {_where(ref)}", ref) from e
     return open_group(ref, kv)

@@ -25,6 +25,7 @@ from pybridge.arrays.metadata import ArrayMeta, zarr_array
 from pybridge.arrays.worker import out_dtype, zarr_read
 from pybridge.arrays.write import LOCKS
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
+from pybridge.protocol import MAX_FRAME_ELEMENTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -167,6 +168,11 @@ def _read_handoff(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Se
         result["shm"] = {"path": seg.path, "bytes": nbytes}
 
 
+#: The most values one read answers: a frame's element limit, less room for
+#: the rest of the reply (the shape, the envelope).
+_MAX_VALUES = MAX_FRAME_ELEMENTS - 1024
+
+
 def read_values(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequence[int],
                 step: Sequence[int]) -> list[Any]:
     """The selection of a ``string``/``bytes`` array as a flat C-order list."""
@@ -178,6 +184,9 @@ def read_values(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequ
     if n > limit:
         raise TooLarge(f"{n} values cannot fit in one frame of {limit} bytes: read a smaller "
                        "selection", bytes=n, limit=limit)
+    if n > _MAX_VALUES:
+        raise TooLarge(f"{n} values are more than one frame may hold ({_MAX_VALUES}): read a "
+                       "smaller selection", values=n, limit=_MAX_VALUES)
     z = zarr_array(meta, kv)
     arr = np.asarray(_checked(meta, z, lo, hi,
                               lambda: z[_slices(lo, hi, step)] if shape else z[()]))

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pybridge.arrays.files import limits_for
+from pybridge.arrays.oserrors import file_error
 from pybridge.arrays.store import StoreRef, check_inside
 from pybridge.errors import StoreError
 
@@ -194,7 +195,7 @@ class FilesystemKV(KV):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise StoreError(f"cannot stat {path!r}: {e.strerror or e}", path=path) from e
+            raise file_error(e, "stat", path) from e
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def size(self, key: str) -> int | None:
@@ -229,7 +230,7 @@ class FilesystemKV(KV):
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as e:
-            raise StoreError(f"cannot list {base!r}: {e.strerror or e}", path=base) from e
+            raise file_error(e, "list", base) from e
 
 
 class MemoryKV(KV):

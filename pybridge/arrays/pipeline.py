@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybridge.arrays.chunks import chunk_key
+from pybridge.arrays.oserrors import file_error
 from pybridge.arrays.store import check_inside
 from pybridge.errors import BridgeError, DecodeFailed, EncodeFailed, StoreError
 
@@ -537,7 +538,7 @@ def write_chunk_file(path: str, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise StoreError(f"cannot write chunk {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, "write chunk", path) from e
 
 
 def remove_chunk_file(path: str) -> None:
@@ -547,4 +548,4 @@ def remove_chunk_file(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise StoreError(f"cannot delete chunk {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, "delete chunk", path) from e

@@ -357,7 +357,11 @@ def _store_error(e: OSError) -> NoReturn:
     BridgeError already (some are OSErrors too): then re-raise it as it is."""
     if isinstance(e, BridgeError):
         raise e
-    raise StoreError(f"{type(e).__name__}: {e}") from e
+    from pybridge.arrays.oserrors import file_error, reason
+
+    if e.filename is None:
+        raise StoreError(f"store I/O failed: {reason(e)}") from e
+    raise file_error(e, "access", os.fsdecode(e.filename)) from e
 
 
 #: A worker keeps its band buffer for the next task up to this size.

@@ -41,6 +41,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
+from pybridge.arrays.oserrors import file_error
 from pybridge.errors import ForbiddenPath, StoreError
 
 __all__ = [
@@ -157,7 +158,7 @@ def _stat(path: str) -> tuple[int, int, int] | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        raise StoreError(f"cannot stat zip archive {path!r}: {e.strerror or e}", path=path) from e
+        raise file_error(e, "stat zip archive", path) from e
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
@@ -200,8 +201,7 @@ def _open_zip(path: str) -> zipfile.ZipFile:
         raise StoreError(f"{path!r} is not a readable zip archive: {e}", path=path) from e
     except OSError as e:
         f.close()
-        raise StoreError(f"cannot open zip archive {path!r}: {e.strerror or e}",
-                         path=path) from e
+        raise file_error(e, "open zip archive", path) from e
 
 
 def open_reader(path: str) -> ZipArchive | None:
@@ -259,8 +259,7 @@ class ZipSession:
             raise StoreError(f"{path!r} is not a readable zip archive: {e}", path=path) from e
         except OSError as e:
             self._remove(self.tmp)
-            raise StoreError(f"cannot write zip archive {path!r}: {e.strerror or e}",
-                             path=path) from e
+            raise file_error(e, "write zip archive", path) from e
         try:
             self.archive = ZipArchive(zf, path)
         except BaseException:
@@ -298,8 +297,7 @@ class ZipSession:
             _fsync_dir(os.path.dirname(self.path))
         except OSError as e:
             self.abort()
-            raise StoreError(f"cannot write zip archive {self.path!r}: {e.strerror or e}",
-                             path=self.path) from e
+            raise file_error(e, "write zip archive", self.path) from e
 
     def _compact(self) -> str:
         """Copy the live entries into a fresh archive; return its path."""

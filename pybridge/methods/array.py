@@ -13,10 +13,12 @@ exclusively, reads and writes shared.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pybridge.errors import InvalidParams, ReadOnly
+from pybridge.errors import BridgeError, InvalidParams, ReadOnly, StoreError
 from pybridge.methods import Method
 from pybridge.params import MAX_DIM, Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from pybridge.arrays.store import StoreRef
     from pybridge.call import Call
 
-__all__ = ["METHODS", "check_json", "store_ref"]
+__all__ = ["METHODS", "check_json", "store_ref", "with_store_errors"]
 
 _MODES = ("r", "r+", "a", "w", "w-")
 _OPEN_MODES = ("r", "r+", "a")
@@ -63,6 +65,39 @@ def store_ref(call: Call, create: bool = False) -> StoreRef:
 
     return parse_store(call.params["store"], call.params["path"],
                        call.context.settings.allowed_roots, call.context.stores, create)
+
+
+Handler = Callable[["Call"], dict[str, Any]]
+
+
+def _store_errors(operation: str, handler: Handler) -> Handler:
+    """``handler`` with the OSErrors of its store I/O (a full disk, a read-only
+    file system, permissions) answered as ``store_error`` naming ``operation``
+    (e.g. "update the attributes of the array at"), the node and the full path."""
+    @functools.wraps(handler)
+    def run(call: Call) -> dict[str, Any]:
+        try:
+            return handler(call)
+        except BridgeError:
+            raise
+        except OSError as e:
+            from pybridge.arrays.oserrors import reason, store_error
+
+            try:
+                ref = store_ref(call)
+            except BridgeError:  # the store is gone: say what we know
+                raise StoreError(f"cannot {operation} {call.params.get('path')!r}: "
+                                 f"{reason(e)}", operation=operation) from e
+            raise store_error(e, f"{operation} {ref.describe()}", ref) from e
+
+    return run
+
+
+def with_store_errors(methods: list[Method], operations: Mapping[str, str]) -> list[Method]:
+    """``methods`` whose handlers answer OSErrors as ``store_error`` (see
+    :func:`_store_errors`); ``operations`` maps each method name to its words."""
+    return [dataclasses.replace(m, handler=_store_errors(operations[m.name], m.handler))
+            for m in methods]
 
 
 def _ref(call: Call) -> StoreRef:
@@ -325,7 +360,7 @@ _VALUES = Param("array of str or bin",
 #: checked by :meth:`pybridge.call.Call.upload_file`.
 _SHM = Map(required=False)
 
-METHODS: list[Method] = [
+_METHODS: list[Method] = [
     Method("array.create", create, {
         **_STORE,
         "mode": Str(required=False, default="w-", choices=_MODES),
@@ -406,3 +441,19 @@ METHODS: list[Method] = [
     }),
     Method("array.stats", stats, dict(_STORE)),
 ]
+
+METHODS: list[Method] = with_store_errors(_METHODS, {
+    "array.create": "create the array at",
+    "array.open": "open the array at",
+    "array.read": "read the array at",
+    "array.write": "write to the array at",
+    "array.resize": "resize the array at",
+    "array.append": "append to the array at",
+    "array.chunk_keys": "list the chunks of the array at",
+    "array.read_chunk_raw": "read a chunk of the array at",
+    "array.write_chunk_raw": "write a chunk of the array at",
+    "array.get_attributes": "read the attributes of the array at",
+    "array.put_attributes": "replace the attributes of the array at",
+    "array.update_attributes": "update the attributes of the array at",
+    "array.stats": "measure the stored chunks of the array at",
+})

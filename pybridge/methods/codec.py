@@ -24,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
+from pybridge.protocol import MAX_FRAME_ELEMENTS
 from pybridge.methods import Method
 from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
@@ -35,6 +36,8 @@ __all__ = ["METHODS"]
 #: Room for the msgpack framing around a ``*_many`` result's items.
 _ITEM_OVERHEAD = 8
 _RESULT_OVERHEAD = 64
+#: The most values a reply carries: a frame's element limit, less room for the envelope.
+_MAX_VALUES = MAX_FRAME_ELEMENTS - 1024
 _WAIT_S = 0.05
 
 _DATA = Bin(required=False)
@@ -139,6 +142,9 @@ def _run_many(call: Call, fn: Any, items: list[Any], *args: Any) -> list[Any]:
 
 def _reply(call: Call, result: Any) -> dict[str, Any]:
     if isinstance(result, list):
+        if len(result) > _MAX_VALUES:
+            raise TooLarge(f"the codec's output has {len(result)} values, more than one frame "
+                           f"may hold ({_MAX_VALUES})", values=len(result), limit=_MAX_VALUES)
         return {"values": result}
     return call.reply_bytes(result)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import ReadOnly
 from pybridge.methods import Method
-from pybridge.methods.array import check_json, store_ref
+from pybridge.methods.array import check_json, store_ref, with_store_errors
 from pybridge.params import Int, Map, Str
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def consolidate_metadata(call: Call) -> dict[str, Any]:
         return {"group": group_info(kv, consolidate(ref, kv))}
 
 
-METHODS: list[Method] = [
+_METHODS: list[Method] = [
     Method("group.create", create, {
         **_STORE,
         "mode": Str(required=False, default="w-", choices=_MODES),
@@ -140,3 +140,14 @@ METHODS: list[Method] = [
     }),
     Method("store.consolidate_metadata", consolidate_metadata, dict(_STORE)),
 ]
+
+METHODS: list[Method] = with_store_errors(_METHODS, {
+    "group.create": "create the group at",
+    "group.open": "open the group at",
+    "group.members": "list the members of the group at",
+    "group.tree": "list the tree of the group at",
+    "group.get_attributes": "read the attributes of the group at",
+    "group.put_attributes": "replace the attributes of the group at",
+    "group.update_attributes": "update the attributes of the group at",
+    "store.consolidate_metadata": "consolidate the metadata of the group at",
+})

@@ -37,6 +37,17 @@ defmodule ZarrBridge.Array do
   positive integers. A missing `start` is the origin, a missing `stop` the
   end of the array, a missing `step` all ones.
 
+  As in Python's slices, an entry may be `nil`: in `start` it is 0, in
+  `stop` the array's extent on that axis (from the struct's metadata
+  snapshot: `refresh/2` after another handle resized it), in `step` 1. So
+  `start: {3, nil}, stop: {4, nil}` is row 3, every column. Entries are
+  otherwise non-negative integers (`step`: positive); anything else (a
+  list instead of a tuple, a tuple of another size than the array's rank,
+  `:end`, a float, a negative number, a zero step) gives
+  `{:error, %ZarrBridge.Error{code: :invalid_selection}}` whose message
+  names the option, the axis and the value (`details`: `option`, `axis`,
+  `value`); the bang variants raise it.
+
   ## Options
 
   Every function accepts `server:` (overrides the array's sidecar) and
@@ -117,11 +128,12 @@ defmodule ZarrBridge.Array do
   @spec set_slice(t, term, keyword) :: :ok | {:error, Error.t()}
   def set_slice(%__MODULE__{} = array, data, opts \\ []) do
     Options.check!(opts, [:start, :stop | @common])
-    dtype = array.metadata.dtype
+    %Metadata{dtype: dtype, shape: array_shape} = array.metadata
 
     with {:ok, shape, list} <- NDArray.flatten(data, dtype),
-         {:ok, start} <- start(opts, tuple_size(shape)),
-         :ok <- check_stop(opts, start, shape),
+         {:ok, start, stop} <- write_selection(opts, array_shape),
+         :ok <- check_rank(shape, array_shape),
+         :ok <- check_stop(stop, start, shape),
          {:ok, nd} <- NDArray.from_list(list, shape, dtype) do
       write_nd(array, nd, start, opts)
     end
@@ -151,28 +163,21 @@ defmodule ZarrBridge.Array do
     Options.check!(opts, [:start, :stop, :step, :handoff | @common])
     meta = array.metadata
 
-    params =
-      array
-      |> base_params()
-      |> put_tuple("start", opts[:start])
-      |> put_tuple("stop", opts[:stop])
-      |> put_tuple("step", opts[:step])
-      |> put_handoff(Keyword.get(opts, :handoff, :auto), expected_bytes(meta, opts))
+    with {:ok, start} <- selection(opts, :start, meta.shape),
+         {:ok, stop} <- selection(opts, :stop, meta.shape),
+         {:ok, step} <- selection(opts, :step, meta.shape) do
+      params =
+        array
+        |> base_params()
+        |> put_tuple("start", start)
+        |> put_tuple("stop", stop)
+        |> put_tuple("step", step)
+        |> put_handoff(
+          Keyword.get(opts, :handoff, :auto),
+          expected_bytes(meta, start, stop, step)
+        )
 
-    case call(array, "array.read", params, nil, opts) do
-      {:ok, %{"shape" => shape, "dtype" => wire} = result} when is_list(shape) ->
-        # Fixed-size data comes as "data" (bin); variable-length as "values".
-        data = Options.plain(Map.get(result, "data") || Map.get(result, "values"))
-
-        with {:ok, dtype} <- Dtype.from_wire(wire) do
-          NDArray.new(data, List.to_tuple(shape), dtype)
-        end
-
-      {:ok, other} ->
-        Options.unexpected(other)
-
-      {:error, %Error{}} = error ->
-        error
+      read_call(array, params, opts)
     end
   end
 
@@ -212,8 +217,9 @@ defmodule ZarrBridge.Array do
     Options.check!(opts, [:start, :stop, :handoff | @common])
 
     with :ok <- check_dtype(nd, array.metadata.dtype),
-         {:ok, start} <- start(opts, tuple_size(nd.shape)),
-         :ok <- check_stop(opts, start, nd.shape) do
+         {:ok, start, stop} <- write_selection(opts, array.metadata.shape),
+         :ok <- check_rank(nd.shape, array.metadata.shape),
+         :ok <- check_stop(stop, start, nd.shape) do
       write_nd(array, nd, start, opts)
     end
   end
@@ -221,10 +227,9 @@ defmodule ZarrBridge.Array do
   def write(%__MODULE__{} = array, data, opts) when is_binary(data) do
     Options.check!(opts, [:start, :stop, :handoff | @common])
     meta = array.metadata
-    rank = tuple_size(meta.shape)
 
-    with {:ok, start} <- start(opts, rank),
-         {:ok, shape} <- binary_shape(opts, start, meta.shape),
+    with {:ok, start, stop} <- write_selection(opts, meta.shape),
+         {:ok, shape} <- binary_shape(stop, start, meta.shape),
          {:ok, nd} <- NDArray.new(data, shape, meta.dtype) do
       write_nd(array, nd, start, opts)
     end
@@ -494,6 +499,24 @@ defmodule ZarrBridge.Array do
 
   # ------------------------------------------------------------------
 
+  defp read_call(array, params, opts) do
+    case call(array, "array.read", params, nil, opts) do
+      {:ok, %{"shape" => shape, "dtype" => wire} = result} when is_list(shape) ->
+        # Fixed-size data comes as "data" (bin); variable-length as "values".
+        data = Options.plain(Map.get(result, "data") || Map.get(result, "values"))
+
+        with {:ok, dtype} <- Dtype.from_wire(wire) do
+          NDArray.new(data, List.to_tuple(shape), dtype)
+        end
+
+      {:ok, other} ->
+        Options.unexpected(other)
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
   defp metadata_result(array, result) do
     case result do
       {:ok, %{"metadata" => wire}} ->
@@ -634,12 +657,7 @@ defmodule ZarrBridge.Array do
   defp base_params(array), do: %{"store" => array.store, "path" => array.node}
 
   defp put_tuple(params, _key, nil), do: params
-
-  defp put_tuple(params, key, tuple) when is_tuple(tuple),
-    do: Map.put(params, key, Tuple.to_list(tuple))
-
-  defp put_tuple(_params, key, other),
-    do: raise(ArgumentError, "#{key} must be a tuple of integers, got: #{inspect(other)}")
+  defp put_tuple(params, key, tuple), do: Map.put(params, key, Tuple.to_list(tuple))
 
   defp put_handoff(params, false, _bytes), do: params
   defp put_handoff(params, true, _bytes), do: Map.put(params, "handoff", true)
@@ -658,119 +676,143 @@ defmodule ZarrBridge.Array do
     do: raise(ArgumentError, "handoff must be a boolean, got: #{inspect(other)}")
 
   # The size of the result, from the snapshot; nil when it cannot be known.
-  defp expected_bytes(%Metadata{shape: shape, dtype: dtype}, opts) do
+  defp expected_bytes(%Metadata{shape: shape, dtype: dtype}, start, stop, step) do
     rank = tuple_size(shape)
-    start = opts[:start] || Tuple.duplicate(0, rank)
-    stop = opts[:stop] || shape
-    step = opts[:step] || Tuple.duplicate(1, rank)
+    start = start || Tuple.duplicate(0, rank)
+    stop = stop || shape
+    step = step || Tuple.duplicate(1, rank)
 
-    with n when is_integer(n) <- Dtype.itemsize(dtype),
-         true <- is_tuple(start) and is_tuple(stop) and is_tuple(step),
-         true <- Enum.all?([start, stop, step], &(tuple_size(&1) == rank)),
-         true <- Enum.all?(Tuple.to_list(step), &(is_integer(&1) and &1 > 0)) do
-      [Tuple.to_list(start), Tuple.to_list(stop), Tuple.to_list(step)]
-      |> Enum.zip_with(fn [a, b, s] -> div(max(b - a, 0) + s - 1, s) end)
-      |> Enum.reduce(n, &(&1 * &2))
-    else
-      _ -> nil
+    case Dtype.itemsize(dtype) do
+      n when is_integer(n) ->
+        [Tuple.to_list(start), Tuple.to_list(stop), Tuple.to_list(step)]
+        |> Enum.zip_with(fn [a, b, s] -> div(max(b - a, 0) + s - 1, s) end)
+        |> Enum.reduce(n, &(&1 * &2))
+
+      _ ->
+        nil
     end
   end
 
-  defp start(opts, rank) do
-    case Keyword.get(opts, :start) do
+  # The `key` option (:start, :stop or :step) checked against the array's
+  # shape, with its nil entries resolved: {:ok, nil} when it is not given,
+  # {:ok, tuple} or {:error, :invalid_selection}.
+  defp selection(opts, key, shape) do
+    rank = tuple_size(shape)
+
+    case Keyword.get(opts, key) do
       nil ->
-        {:ok, Tuple.duplicate(0, rank)}
+        {:ok, nil}
 
-      start when is_tuple(start) and tuple_size(start) == rank ->
-        {:ok, start}
+      tuple when is_tuple(tuple) and tuple_size(tuple) == rank ->
+        resolve(key, Tuple.to_list(tuple), Tuple.to_list(shape), 0, [])
 
-      start when is_tuple(start) ->
-        {:error,
-         %Error{
-           code: :invalid_selection,
-           message:
-             "start #{inspect(start)} has rank #{tuple_size(start)}, the data has rank #{rank}",
-           details: %{start: start, rank: rank}
-         }}
+      tuple when is_tuple(tuple) ->
+        invalid_selection(
+          "#{key}: #{inspect(tuple)} has #{tuple_size(tuple)} entries, the array has rank #{rank}",
+          %{option: key, value: tuple, rank: rank}
+        )
 
       other ->
-        raise ArgumentError, "start must be a tuple of integers, got: #{inspect(other)}"
+        invalid_selection(
+          "#{key}: expected a tuple with one entry per dimension, got: #{inspect(other)}",
+          %{option: key, value: other, rank: rank}
+        )
     end
+  end
+
+  defp resolve(_key, [], [], _axis, acc), do: {:ok, acc |> Enum.reverse() |> List.to_tuple()}
+
+  defp resolve(key, [value | values], [extent | extents], axis, acc) do
+    case entry(key, value, extent) do
+      {:ok, resolved} ->
+        resolve(key, values, extents, axis + 1, [resolved | acc])
+
+      :error ->
+        expected =
+          if key == :step,
+            do: "a positive integer or nil",
+            else: "a non-negative integer or nil"
+
+        invalid_selection(
+          "#{key}: axis #{axis} is #{inspect(value)}, expected #{expected}",
+          %{option: key, axis: axis, value: value}
+        )
+    end
+  end
+
+  defp entry(:start, nil, _extent), do: {:ok, 0}
+  defp entry(:stop, nil, extent), do: {:ok, extent}
+  defp entry(:step, nil, _extent), do: {:ok, 1}
+  defp entry(:step, value, _extent) when is_integer(value) and value > 0, do: {:ok, value}
+  defp entry(:step, _value, _extent), do: :error
+  defp entry(_key, value, _extent) when is_integer(value) and value >= 0, do: {:ok, value}
+  defp entry(_key, _value, _extent), do: :error
+
+  defp invalid_selection(message, details),
+    do: {:error, %Error{code: :invalid_selection, message: message, details: details}}
+
+  # A write's start (the origin when not given) and stop (nil when not given).
+  defp write_selection(opts, shape) do
+    with {:ok, start} <- selection(opts, :start, shape),
+         {:ok, stop} <- selection(opts, :stop, shape) do
+      {:ok, start || Tuple.duplicate(0, tuple_size(shape)), stop}
+    end
+  end
+
+  defp check_rank(data_shape, array_shape) when tuple_size(data_shape) == tuple_size(array_shape),
+    do: :ok
+
+  defp check_rank(data_shape, array_shape) do
+    invalid_selection(
+      "the data has rank #{tuple_size(data_shape)} (shape #{inspect(data_shape)}), " <>
+        "the array has rank #{tuple_size(array_shape)}",
+      %{data_shape: data_shape, rank: tuple_size(array_shape)}
+    )
   end
 
   # `stop`, when given, must be exactly start + shape.
-  defp check_stop(opts, start, shape) do
-    case Keyword.get(opts, :stop) do
-      nil ->
-        :ok
+  defp check_stop(nil, _start, _shape), do: :ok
 
-      stop when is_tuple(stop) and tuple_size(stop) == tuple_size(start) ->
-        expected = sub(stop, start)
+  defp check_stop(stop, start, shape) do
+    expected = sub(stop, start)
 
-        if expected == shape do
-          :ok
-        else
-          {:error,
-           %Error{
-             code: :data_size_mismatch,
-             message:
-               "the data has shape #{inspect(shape)}, the selection #{inspect(start)}..#{inspect(stop)} " <>
-                 "has shape #{inspect(expected)}",
-             details: %{data_shape: shape, selection_shape: expected}
-           }}
-        end
-
-      stop when is_tuple(stop) ->
-        rank_mismatch(start, stop)
-
-      other ->
-        raise ArgumentError, "stop must be a tuple of integers, got: #{inspect(other)}"
+    if expected == shape do
+      :ok
+    else
+      {:error,
+       %Error{
+         code: :data_size_mismatch,
+         message:
+           "the data has shape #{inspect(shape)}, the selection #{inspect(start)}..#{inspect(stop)} " <>
+             "has shape #{inspect(expected)}",
+         details: %{data_shape: shape, selection_shape: expected}
+       }}
     end
   end
 
-  defp binary_shape(opts, start, array_shape) do
-    case Keyword.get(opts, :stop) do
-      nil ->
-        if Enum.all?(Tuple.to_list(start), &(&1 == 0)) do
-          {:ok, array_shape}
-        else
-          {:error,
-           %Error{
-             code: :invalid_params,
-             message: "writing a binary at a start other than the origin needs stop:",
-             details: %{param: "stop"}
-           }}
-        end
-
-      stop when is_tuple(stop) and tuple_size(stop) == tuple_size(start) ->
-        shape = sub(stop, start)
-
-        if Enum.all?(Tuple.to_list(shape), &(&1 >= 0)) do
-          {:ok, shape}
-        else
-          {:error,
-           %Error{
-             code: :invalid_selection,
-             message: "stop #{inspect(stop)} is before start #{inspect(start)}",
-             details: %{start: start, stop: stop}
-           }}
-        end
-
-      stop when is_tuple(stop) ->
-        rank_mismatch(start, stop)
-
-      other ->
-        raise ArgumentError, "stop must be a tuple of integers, got: #{inspect(other)}"
+  defp binary_shape(nil, start, array_shape) do
+    if Enum.all?(Tuple.to_list(start), &(&1 == 0)) do
+      {:ok, array_shape}
+    else
+      {:error,
+       %Error{
+         code: :invalid_params,
+         message: "writing a binary at a start other than the origin needs stop:",
+         details: %{param: "stop"}
+       }}
     end
   end
 
-  defp rank_mismatch(start, stop) do
-    {:error,
-     %Error{
-       code: :invalid_selection,
-       message: "start #{inspect(start)} and stop #{inspect(stop)} differ in rank",
-       details: %{start: start, stop: stop}
-     }}
+  defp binary_shape(stop, start, _array_shape) do
+    shape = sub(stop, start)
+
+    if Enum.all?(Tuple.to_list(shape), &(&1 >= 0)),
+      do: {:ok, shape},
+      else:
+        invalid_selection(
+          "stop #{inspect(stop)} is before start #{inspect(start)}",
+          %{start: start, stop: stop}
+        )
   end
 
   defp sub(a, b) do

@@ -31,7 +31,10 @@ defmodule ZarrBridge.Error do
     data_size_mismatch: "the data does not fill the selection exactly",
     invalid_metadata: "the stored metadata document is corrupt or unsupported",
     store_error:
-      "the store failed (I/O error, permission denied, a directory where a chunk should be)",
+      "the store failed (I/O error, a full disk, a read-only file system, permission denied, " <>
+        "a directory where a chunk should be); the message names the operation, the reason " <>
+        "and the full path (details: `\"path\"`, `\"operation\"`, `\"errno\"` such as " <>
+        "`\"ENOSPC\"`)",
     forbidden_path: "a path outside the allowed roots",
     too_large: "a request whose result or payload exceeds the per-request limit",
     conflict:

@@ -39,11 +39,23 @@ defmodule ZarrBridge.Msgpack do
     * `:invalid_timestamp` - an ext of type -1 that is not a valid timestamp;
     * `:too_deep` - arrays and maps nested deeper than 512 levels (an
       empty array or map counts as a level);
+    * `{:too_many_elements, limit}` - the input holds more than `limit`
+      values inside its arrays and maps (see "Element limit" below);
     * `:not_a_binary` - `decode/1` was given something other than a binary;
     * `{:unsupported_term, term}` - a term with no msgpack mapping;
     * `{:integer_out_of_range, n}` - an integer outside `-2^63..2^64-1`;
     * `{:too_large, size}` - a str, bin, ext, array or map with `2^32` or
       more bytes or elements.
+
+  ## Element limit
+
+  A frame of a few megabytes can announce millions of tiny values (16 MB
+  of empty arrays is 16 million lists). So decoding counts the values
+  inside arrays and maps as their headers are read: an array of `n` items
+  adds `n`, a map of `n` entries `2n`. Past the limit (`1_048_576` values
+  by default, the per-frame limit of PROTOCOL.md §1; the `:max_elements`
+  option of `decode/2` and `decode_prefix/2`) decoding stops at once with
+  `{:error, {:too_many_elements, limit}}`, so what it builds stays bounded.
 
   ## Examples
 
@@ -105,11 +117,19 @@ defmodule ZarrBridge.Msgpack do
           | {:unsupported_term, term}
           | {:integer_out_of_range, integer}
           | {:too_large, non_neg_integer}
+          | {:too_many_elements, pos_integer}
+
+  @typedoc "Options of `decode/2` and `decode_prefix/2`."
+  @type decode_option :: {:max_elements, pos_integer}
 
   # Errors travel up the recursion as a throw of {@tag, reason}; only the
   # public functions catch them.
   @tag __MODULE__
   @max_depth 512
+  @max_elements 1_048_576
+  # The process dictionary key holding the values still allowed in the
+  # decode under way (see count/1).
+  @budget {__MODULE__, :budget}
   @max_nsec 999_999_999
 
   @min_int -0x8000_0000_0000_0000
@@ -288,7 +308,9 @@ defmodule ZarrBridge.Msgpack do
   Decodes `binary`, which must hold exactly one msgpack value.
 
   Never raises: malformed, truncated or random input gives
-  `{:error, reason}`.
+  `{:error, reason}`. Option: `max_elements:` (default `1_048_576`), the
+  most values the arrays and maps of the input may hold (see "Element
+  limit" above); an invalid option value raises `ArgumentError`.
 
   ## Examples
 
@@ -301,29 +323,30 @@ defmodule ZarrBridge.Msgpack do
       iex> ZarrBridge.Msgpack.decode(<<0xC1>>)
       {:error, {:invalid_byte, 0xC1}}
   """
-  @spec decode(binary) :: {:ok, decoded} | {:error, reason}
-  def decode(binary) when is_binary(binary) do
-    case value(binary, 0) do
-      {term, <<>>} -> {:ok, term}
-      {_term, rest} -> {:error, {:trailing_bytes, byte_size(rest)}}
+  @spec decode(binary, [decode_option]) :: {:ok, decoded} | {:error, reason}
+  def decode(binary, opts \\ [])
+
+  def decode(binary, opts) when is_binary(binary) do
+    case with_budget(opts, fn -> value(binary, 0) end) do
+      {:ok, {term, <<>>}} -> {:ok, term}
+      {:ok, {_term, rest}} -> {:error, {:trailing_bytes, byte_size(rest)}}
+      {:error, _reason} = error -> error
     end
-  catch
-    :throw, {@tag, reason} -> {:error, reason}
   end
 
-  def decode(_other), do: {:error, :not_a_binary}
+  def decode(_other, _opts), do: {:error, :not_a_binary}
 
   @doc """
-  Same as `decode/1`, but returns the term itself, or raises `ArgumentError`.
+  Same as `decode/2`, but returns the term itself, or raises `ArgumentError`.
 
   ## Examples
 
       iex> ZarrBridge.Msgpack.decode!(<<0xD6, 0xFF, 0, 0, 0, 1>>)
       {:timestamp, 1, 0}
   """
-  @spec decode!(binary) :: decoded
-  def decode!(binary) do
-    case decode(binary) do
+  @spec decode!(binary, [decode_option]) :: decoded
+  def decode!(binary, opts \\ []) do
+    case decode(binary, opts) do
       {:ok, term} -> term
       {:error, reason} -> raise ArgumentError, "cannot decode msgpack: " <> format(reason)
     end
@@ -331,6 +354,7 @@ defmodule ZarrBridge.Msgpack do
 
   @doc """
   Decodes the first msgpack value of `binary` and returns the bytes after it.
+  Takes the options of `decode/2`.
 
   ## Examples
 
@@ -340,15 +364,55 @@ defmodule ZarrBridge.Msgpack do
       iex> ZarrBridge.Msgpack.decode_prefix(<<>>)
       {:error, :truncated}
   """
-  @spec decode_prefix(binary) :: {:ok, decoded, binary} | {:error, reason}
-  def decode_prefix(binary) when is_binary(binary) do
-    {term, rest} = value(binary, 0)
-    {:ok, term, rest}
-  catch
-    :throw, {@tag, reason} -> {:error, reason}
+  @spec decode_prefix(binary, [decode_option]) :: {:ok, decoded, binary} | {:error, reason}
+  def decode_prefix(binary, opts \\ [])
+
+  def decode_prefix(binary, opts) when is_binary(binary) do
+    case with_budget(opts, fn -> value(binary, 0) end) do
+      {:ok, {term, rest}} -> {:ok, term, rest}
+      {:error, _reason} = error -> error
+    end
   end
 
-  def decode_prefix(_other), do: {:error, :not_a_binary}
+  def decode_prefix(_other, _opts), do: {:error, :not_a_binary}
+
+  # Runs `fun` with the element budget of `opts` in the process dictionary
+  # (its previous value is restored after: nothing is left behind), and
+  # catches the decoder's throws.
+  defp with_budget(opts, fun) do
+    limit = max_elements!(opts)
+    previous = Process.put(@budget, {limit, limit})
+
+    try do
+      {:ok, fun.()}
+    catch
+      :throw, {@tag, reason} -> {:error, reason}
+    after
+      if previous == nil, do: Process.delete(@budget), else: Process.put(@budget, previous)
+    end
+  end
+
+  defp max_elements!(opts) do
+    case Keyword.get(opts, :max_elements, @max_elements) do
+      n when is_integer(n) and n > 0 ->
+        n
+
+      other ->
+        raise ArgumentError, "max_elements must be a positive integer, got: #{inspect(other)}"
+    end
+  end
+
+  # Spends `n` of the decode's element budget; throws past it. Only
+  # container headers call it, so scalars cost nothing.
+  defp count(0), do: :ok
+
+  defp count(n) do
+    {limit, left} = Process.get(@budget)
+
+    if n > left,
+      do: throw({@tag, {:too_many_elements, limit}}),
+      else: Process.put(@budget, {limit, left - n})
+  end
 
   # value/2 decodes one value at the head of the binary and returns
   # {term, rest}; `rest` is a sub-binary, so decoding is linear in the input.
@@ -457,8 +521,14 @@ defmodule ZarrBridge.Msgpack do
   defp timestamp(_data), do: throw({@tag, :invalid_timestamp})
 
   # A header may announce up to 2^32-1 items; each item takes at least one
-  # byte, so a lying header runs into :truncated after reading the input once.
-  defp array(rest, n, depth), do: array_items(rest, n, deeper(depth), [])
+  # byte, so a header announcing more than the bytes left is :truncated at
+  # once. Then the items are counted against the element budget.
+  defp array(rest, n, _depth) when n > byte_size(rest), do: throw({@tag, :truncated})
+
+  defp array(rest, n, depth) do
+    count(n)
+    array_items(rest, n, deeper(depth), [])
+  end
 
   defp array_items(rest, 0, _depth, acc), do: {:lists.reverse(acc), rest}
 
@@ -467,7 +537,12 @@ defmodule ZarrBridge.Msgpack do
     array_items(rest, n - 1, depth, [item | acc])
   end
 
-  defp map(rest, n, depth), do: map_pairs(rest, n, deeper(depth), [])
+  defp map(rest, n, _depth) when 2 * n > byte_size(rest), do: throw({@tag, :truncated})
+
+  defp map(rest, n, depth) do
+    count(2 * n)
+    map_pairs(rest, n, deeper(depth), [])
+  end
 
   # On duplicate keys the last one on the wire wins, as in most decoders.
   defp map_pairs(rest, 0, _depth, []), do: {%{}, rest}
@@ -489,6 +564,10 @@ defmodule ZarrBridge.Msgpack do
   defp format({:invalid_byte, byte}), do: "invalid byte 0x" <> Integer.to_string(byte, 16)
   defp format(:truncated), do: "input ends in the middle of a value"
   defp format(:invalid_timestamp), do: "invalid timestamp extension"
+
+  defp format({:too_many_elements, n}),
+    do: "more than #{n} values in the arrays and maps of one frame"
+
   defp format(:too_deep), do: "arrays and maps nested deeper than #{@max_depth} levels"
   defp format(:not_a_binary), do: "input is not a binary"
 end

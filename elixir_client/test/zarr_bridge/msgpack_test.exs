@@ -571,4 +571,95 @@ defmodule ZarrBridge.MsgpackTest do
       assert Msgpack.decode_prefix(nil) == {:error, :not_a_binary}
     end
   end
+
+  describe "element limit" do
+    @limit 1_048_576
+    @sixteen_mb 16 * 1024 * 1024
+
+    defp array_header(n) when n < 16, do: <<0x90 + n>>
+    defp array_header(n) when n < 0x10000, do: <<0xDC, n::16>>
+    defp array_header(n), do: <<0xDD, n::32>>
+
+    defp empties(n), do: array_header(n) <> :binary.copy(<<0x90>>, n)
+
+    # Decodes in a fresh process whose heap may not pass `mib`: the decoder
+    # building millions of terms gets it killed instead of answering.
+    defp decode_bounded(bin, mib) do
+      task =
+        Task.async(fn ->
+          Process.flag(:max_heap_size, %{size: div(mib * 1024 * 1024, 8), kill: true})
+          Msgpack.decode(bin)
+        end)
+
+      Process.unlink(task.pid)
+      Process.flag(:trap_exit, true)
+
+      case Task.yield(task, 60_000) || Task.shutdown(task) do
+        {:ok, result} ->
+          result
+
+        {:exit, reason} ->
+          flunk("the decoder was killed (heap over #{mib} MiB): #{inspect(reason)}")
+
+        nil ->
+          flunk("the decoder did not finish")
+      end
+    end
+
+    test "16 MB of empty arrays is refused, with bounded memory" do
+      for bin <- [
+            # one array of 16M empty arrays
+            empties(@sixteen_mb - 5),
+            # 16 arrays of just under the limit each
+            array_header(16) <> :binary.copy(empties(@limit - 1), 16),
+            # nested so that no long array is ever complete
+            :binary.copy(array_header(@limit) <> :binary.copy(<<0x90>>, @limit - 1), 15) <>
+              <<0x90>>,
+            # small maps, which count twice
+            array_header(16) <>
+              :binary.copy(
+                array_header(div(@limit, 2)) <>
+                  :binary.copy(<<0x81, 0xA0, 0xC0>>, div(@limit, 2)),
+                10
+              ) <> :binary.copy(<<0x90>>, 6)
+          ] do
+        assert byte_size(bin) > 15_000_000
+        assert decode_bounded(bin, 100) == {:error, {:too_many_elements, @limit}}
+      end
+    end
+
+    test "the limit is exact: all values inside arrays and maps count" do
+      assert {:ok, list} = Msgpack.decode(empties(@limit))
+      assert length(list) == @limit
+      assert Msgpack.decode(empties(@limit + 1)) == {:error, {:too_many_elements, @limit}}
+
+      nested = fn outer -> array_header(outer) <> :binary.copy(empties(1023), outer) end
+      assert {:ok, _} = Msgpack.decode(nested.(1024))
+      assert Msgpack.decode(nested.(1025)) == {:error, {:too_many_elements, @limit}}
+
+      map = fn n -> enc(Map.new(1..n, &{&1, nil})) end
+      assert {:ok, _} = Msgpack.decode(map.(div(@limit, 2)))
+      assert Msgpack.decode(map.(div(@limit, 2) + 1)) == {:error, {:too_many_elements, @limit}}
+    end
+
+    test "max_elements: sets another limit; a frame's scalars and bins cost nothing" do
+      assert Msgpack.decode(enc([1, 2, 3]), max_elements: 2) == {:error, {:too_many_elements, 2}}
+      assert Msgpack.decode(enc([1, [2]]), max_elements: 3) == {:ok, [1, [2]]}
+
+      assert Msgpack.decode_prefix(enc(%{"a" => 1}), max_elements: 1) ==
+               {:error, {:too_many_elements, 1}}
+
+      assert Msgpack.decode(enc({:bin, :binary.copy(<<0>>, 1_000_000)}), max_elements: 1) ==
+               {:ok, {:bin, :binary.copy(<<0>>, 1_000_000)}}
+
+      assert_raise ArgumentError, fn -> Msgpack.decode(<<0x90>>, max_elements: 0) end
+
+      assert_raise ArgumentError, ~r/1 values/, fn ->
+        Msgpack.decode!(<<0x92, 1, 2>>, max_elements: 1)
+      end
+
+      # the budget does not outlive a decode
+      assert Process.get({Msgpack, :budget}) == nil
+    end
+  end
 end
