@@ -58,9 +58,10 @@ defmodule ZarrBridge.Sidecar do
 
   Found when the sidecar starts (never at compile time), from the first of:
   the `:python` option; the `ZARR_BRIDGE_PYTHON` environment variable; the
-  installed environment (the directory `config :zarr_bridge, python_env:
-  DIR` names, else a release's bundle in `priv/python_env`, else the Mix
-  project's `_build/zarr_bridge_python`, made by `mix zarr_bridge.install`);
+  installed environment (a release's bundle in `priv/python_env`, made by
+  `ZarrBridge.Release`; else the directory `config :zarr_bridge, python_env:
+  DIR` names; else the Mix project's `_build/zarr_bridge_python`; both made
+  by `mix zarr_bridge.install`);
   this repository's `.venv` when the library runs from its own checkout.
   With none of them, calls fail with `:sidecar_unavailable` and a message
   that says to run `mix zarr_bridge.install`.

@@ -51,7 +51,8 @@ defmodule Mix.Tasks.ZarrBridge.Install do
     {source, fingerprint} = source()
     manifest = Launcher.read_manifest(dir)
 
-    if not Keyword.get(opts, :force, false) and current?(dir, manifest, version, fingerprint) do
+    if not Keyword.get(opts, :force, false) and same_python?(opts[:python], manifest) and
+         current?(dir, manifest, version, fingerprint) do
       info(
         "zarr_bridge: the sidecar's Python environment in #{dir} is up to date " <>
           "(#{@distribution} #{version}, Python #{manifest["python_version"]}); nothing to do"
@@ -88,6 +89,19 @@ defmodule Mix.Tasks.ZarrBridge.Install do
     else
       _ -> false
     end
+  end
+
+  # A --python other than the one the environment was made with means a new one.
+  defp same_python?(nil, _manifest), do: true
+
+  defp same_python?(given, manifest) do
+    path =
+      if String.contains?(given, "/"), do: Path.expand(given), else: System.find_executable(given)
+
+    match?(
+      {:ok, real, _} when real == :erlang.map_get("python", manifest),
+      path && python_info(path)
+    )
   end
 
   ## Installing

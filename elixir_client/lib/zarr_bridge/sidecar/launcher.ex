@@ -6,9 +6,9 @@ defmodule ZarrBridge.Sidecar.Launcher do
   #   1. the :python option                         (source :option)
   #   2. $ZARR_BRIDGE_PYTHON                         (source :env)
   #   3. the installed environment                   (source :installed):
-  #      - the directory `config :zarr_bridge, python_env: DIR` names (only it);
-  #      - else the release's bundle, `priv/python_env` of :zarr_bridge
-  #        (made by ZarrBridge.Release.bundle_python/1);
+  #      - the release's bundle, `priv/python_env` of :zarr_bridge (made by
+  #        ZarrBridge.Release.bundle_python/1; only releases have it);
+  #      - else the directory `config :zarr_bridge, python_env: DIR` names (only it);
   #      - else `_build/zarr_bridge_python` of the Mix project (made by
   #        `mix zarr_bridge.install`), found from where :zarr_bridge is loaded
   #        (`_build/ENV/lib/zarr_bridge`), never inside a release;
@@ -153,9 +153,20 @@ defmodule ZarrBridge.Sidecar.Launcher do
   end
 
   defp installed_or_checkout(opts) do
+    bundle = release_bundle()
+
     case Keyword.get(opts, :python_env, Application.get_env(:zarr_bridge, :python_env)) do
-      nil -> search([release_bundle(), build_env()], checkout())
-      dir -> configured(Path.expand(dir))
+      nil ->
+        search([bundle, build_env()], checkout())
+
+      dir ->
+        # A release carries its own copy, whatever the build machine's config said.
+        with {bundle_dir, where} <- bundle,
+             {:ok, launch} <- from_env_dir(bundle_dir, where) do
+          {:ok, launch}
+        else
+          _ -> configured(Path.expand(dir))
+        end
     end
   end
 
