@@ -55,6 +55,13 @@ defmodule ZarrBridge.LauncherTest do
       assert [{"PYTHONPATH", path}] = launch.env
       assert hd(String.split(path, ":")) == Path.join(dir, "site")
 
+      # The :env option's PYTHONPATH comes first; the site directory stays.
+      assert [{"PYTHONPATH", "/mine:" <> site}] =
+               Launcher.merge_env(launch.env, [{"PYTHONPATH", "/mine"}])
+
+      assert site == Path.join(dir, "site")
+      assert [{"PYTHONPATH", ^site}] = Launcher.merge_env(launch.env, [{"PYTHONPATH", nil}])
+
       Launcher.write_manifest!(dir, [{"layout", "venv"}])
       assert {:error, %Error{message: message}} = Launcher.resolve(python_env: dir)
       assert message =~ "venv/bin/python"

@@ -100,7 +100,7 @@ defmodule ZarrBridge.Sidecar.Launcher do
         config.args
 
     env =
-      Enum.map([{"PYTHONUNBUFFERED", "1"} | launch.env] ++ config.env, fn
+      Enum.map([{"PYTHONUNBUFFERED", "1"} | merge_env(launch.env, config.env)], fn
         {name, nil} -> {String.to_charlist(name), false}
         {name, value} -> {String.to_charlist(name), String.to_charlist(value)}
       end)
@@ -121,7 +121,7 @@ defmodule ZarrBridge.Sidecar.Launcher do
     code = Enum.map_join(modules, "; ", &"import #{&1}")
 
     case System.cmd(launch.python, flags ++ ["-c", code],
-           env: launch.env ++ extra_env,
+           env: merge_env(launch.env, extra_env),
            stderr_to_stdout: true
          ) do
       {_, 0} -> :ok
@@ -135,6 +135,29 @@ defmodule ZarrBridge.Sidecar.Launcher do
   @spec worker_modules() :: [String.t()]
   def worker_modules,
     do: ~w(pybridge.workers pybridge.tasks pybridge.arrays.worker numpy numcodecs zarr)
+
+  # The :env option wins, except that a PYTHONPATH the launch needs (a
+  # release's site directory) stays on the path, after the option's entries.
+  @doc false
+  @spec merge_env([{String.t(), String.t() | nil}], [{String.t(), String.t() | nil}]) ::
+          [{String.t(), String.t() | nil}]
+  def merge_env(launch_env, option_env) do
+    Enum.reduce(option_env, launch_env, fn
+      {"PYTHONPATH", value}, acc ->
+        case List.keyfind(acc, "PYTHONPATH", 0) do
+          {_, ours} when ours != nil ->
+            site = hd(String.split(ours, ":"))
+            merged = Enum.join(List.wrap(value) ++ [site], ":")
+            List.keystore(acc, "PYTHONPATH", 0, {"PYTHONPATH", merged})
+
+          _ ->
+            List.keystore(acc, "PYTHONPATH", 0, {"PYTHONPATH", value})
+        end
+
+      {name, value}, acc ->
+        List.keystore(acc, name, 0, {name, value})
+    end)
+  end
 
   ## Sources
 
