@@ -34,4 +34,4 @@ bench:
 	$(VENV_PY) -m bench
 
 clean:
-	rm -rf .venv elixir_client/_build .pytest_cache .hypothesis
+	rm -rf .venv elixir_client/_build elixir_client/priv/python .pytest_cache .hypothesis

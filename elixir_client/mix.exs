@@ -10,8 +10,22 @@ defmodule ZarrBridge.MixProject do
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
+      # :zarr_bridge_python copies ../pybridge into priv/python (see
+      # Mix.Tasks.Compile.ZarrBridgePython); it runs after :elixir built it.
+      compilers: Mix.compilers() ++ [:zarr_bridge_python],
       deps: [],
-      docs: [main: "ZarrBridge"]
+      docs: [main: "ZarrBridge"],
+      description: "Zarr arrays and numcodecs codecs for the BEAM, through a Python sidecar",
+      package: package()
+    ]
+  end
+
+  # The Hex package carries the sidecar's Python source (priv/python, made by
+  # `mix compile` from ../pybridge), so an application never needs this
+  # repository: `mix zarr_bridge.install` installs it from there.
+  defp package do
+    [
+      files: ["lib", "priv/python", "mix.exs"]
     ]
   end
 

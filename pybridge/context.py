@@ -4,6 +4,13 @@ The worker pool is started in a background thread once the sidecar has
 answered its first frame, so ``hello`` is answered before any worker is
 spawned (start-up time is a benchmark target). ``context.pool`` starts it
 if that has not happened yet and waits until it is ready.
+
+A pool counts as started once one of its workers has run
+:func:`pybridge.workers.probe` (it imports what every task needs). A pool
+that cannot get there is unusable: :attr:`SidecarContext.on_pool_failure`
+is then called with the error, and the server ends the sidecar with it
+(:func:`pybridge.server.serve`), so that a client never talks to a sidecar
+that answers ``ping`` but can run no task.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pybridge.errors import Internal
+from pybridge.errors import Internal, WorkerCrashed
 
 if TYPE_CHECKING:
     from pybridge.settings import Settings
@@ -28,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: How long :meth:`SidecarContext.close` waits for a pool that is still starting.
 _START_JOIN_S = 10.0
+#: Probe attempts before the pool counts as unable to start: a worker killed
+#: from outside while it starts fails one probe, a broken environment every one.
+_PROBE_ATTEMPTS = 2
 
 
 def blosc_thread_lock(blosc: Any) -> None:
@@ -81,6 +92,23 @@ def install_blosc_hook() -> None:
         sys.meta_path.insert(0, _BloscHook())
 
 
+def _probe(pool: WorkerPool) -> None:
+    """Run :func:`pybridge.workers.probe` in the pool; raise its last failure.
+
+    A worker that crashed is retried (it may have been killed from outside);
+    an exception raised by the probe itself (an import failed) is final.
+    """
+    from pybridge.workers import probe
+
+    for attempt in range(1, _PROBE_ATTEMPTS + 1):
+        try:
+            pool.submit(probe).result()
+            return
+        except WorkerCrashed:
+            if attempt == _PROBE_ATTEMPTS:
+                raise
+
+
 class SidecarContext:
     """The settings, the worker pool, and the stores opened so far."""
 
@@ -89,11 +117,16 @@ class SidecarContext:
         #: Placeholder for stores kept open between requests (memory stores).
         self.stores: dict[str, Any] = {}
         self._pool: WorkerPool | None = None
+        #: The pool while its probe runs (so that close can stop it).
+        self._starting: WorkerPool | None = None
         self._pool_error: BaseException | None = None
         self._pool_ready = threading.Event()
         self._start_lock = threading.Lock()
         self._start_thread: threading.Thread | None = None
         self._closed = False
+        #: Called (from the pool-start thread) with the error when the pool
+        #: cannot start; None keeps the error for :attr:`pool` to raise.
+        self.on_pool_failure: Callable[[BaseException], None] | None = None
 
     def start_pool(self) -> None:
         """Start the worker pool in a background thread (idempotent)."""
@@ -109,12 +142,33 @@ class SidecarContext:
             from pybridge.workers import WorkerPool
 
             pool = WorkerPool(self.settings.workers, self.settings)
+            with self._start_lock:
+                if self._closed:
+                    return
+                self._starting = pool
             pool.start()
+            try:
+                _probe(pool)
+            except BaseException:
+                pool.close()
+                raise
+            finally:
+                with self._start_lock:
+                    self._starting = None
+            if self._closed:
+                pool.close()
+                return
             self._pool = pool
             log.debug("worker pool ready: %d workers", pool.size)
         except BaseException as e:
             self._pool_error = e
-            log.warning("worker pool unavailable: %s: %s", type(e).__name__, e)
+            if self._closed:
+                log.debug("worker pool not started: %s: %s", type(e).__name__, e)
+            elif self.on_pool_failure is not None:
+                self.on_pool_failure(e)  # ends the sidecar
+                return
+            else:
+                log.warning("worker pool unavailable: %s: %s", type(e).__name__, e)
         finally:
             self._pool_ready.set()
 
@@ -146,15 +200,18 @@ class SidecarContext:
 
     def kill_workers(self) -> None:
         """SIGKILL the pool's workers now, without waiting (for a forced exit)."""
-        pool = self._pool
-        if pool is not None:
-            pool.kill_workers()
+        for pool in (self._pool, self._starting):
+            if pool is not None:
+                pool.kill_workers()
 
     def close(self) -> None:
         """Stop the worker pool (waiting for it if it is still starting)."""
         with self._start_lock:
             self._closed = True
             thread = self._start_thread
+            starting = self._starting
+        if starting is not None:
+            starting.close()  # its probe fails at once
         if thread is not None:
             thread.join(_START_JOIN_S)
         pool, self._pool = self._pool, None

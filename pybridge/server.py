@@ -58,14 +58,21 @@ from pybridge.framing import (
 )
 from pybridge.libraries import ready
 from pybridge.params import Bin, Int, validate
-from pybridge.protocol import BadMessage, Request, pack_response, parse, peek_request_id
+from pybridge.protocol import (
+    BadMessage,
+    Request,
+    pack_notification,
+    pack_response,
+    parse,
+    peek_request_id,
+)
 
 if TYPE_CHECKING:
     from pybridge.context import SidecarContext
     from pybridge.methods import Method
     from pybridge.settings import Settings
 
-__all__ = ["HANDLER_THREADS", "Server", "error_to_wire", "serve"]
+__all__ = ["HANDLER_THREADS", "POOL_FAILED_STATUS", "Server", "error_to_wire", "serve"]
 
 log = logging.getLogger("pybridge")
 
@@ -79,6 +86,8 @@ SWITCH_INTERVAL_S = 0.0005
 CLOSE_GRACE_S = 0.75
 #: After EOF, the process is ended by force if clean shutdown takes longer.
 EXIT_DEADLINE_S = 3.0
+#: The exit status of a sidecar whose worker pool cannot start (EX_CONFIG).
+POOL_FAILED_STATUS = 78
 
 _CANCEL_SPEC = {"id": Int(min=0)}
 _STREAM_DATA_SPEC = {"id": Int(min=0), "data": Bin()}
@@ -511,6 +520,26 @@ def _close_within(context: SidecarContext, grace: float, status: int) -> None:
     _sweep()
 
 
+def _pool_failed(writer: FrameWriter, context: SidecarContext, exc: BaseException) -> None:
+    """End a sidecar whose worker pool cannot start (PROTOCOL.md §1).
+
+    A sidecar that answers ``ping`` but can run no task looks healthy and is
+    not: it tells the client why in a ``sidecar.failed`` notification (an
+    error map, §5), says so on stderr, and exits with
+    :data:`POOL_FAILED_STATUS`. Requests waiting for the pool get no reply;
+    the client fails them when it sees the exit.
+    """
+    wire = error_to_wire(exc)
+    wire["message"] = f"the worker pool cannot start: {wire['message']}"
+    print(f"pybridge: {wire['message']}; exiting with status {POOL_FAILED_STATUS}\n"
+          f"{wire.get('traceback', '')}", file=sys.stderr)
+    try:
+        writer.write(pack_notification("sidecar.failed", _packable(wire)))
+    except OSError:
+        pass  # the client is gone: the exit status is all there is
+    _exit_now(POOL_FAILED_STATUS, context)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -547,10 +576,12 @@ def serve(settings: Settings) -> int:
     set_pipe_size(out_fd)
     install_blosc_hook()  # no semaphore for small requests that use blosc here
     context = SidecarContext(settings)
+    writer = FrameWriter(out_fd)
+    context.on_pool_failure = lambda exc: _pool_failed(writer, context, exc)
     status = 0
     try:
         server = Server(settings, FrameReader(in_fd, settings.max_frame_bytes),
-                        FrameWriter(out_fd), context, method_table(settings))
+                        writer, context, method_table(settings))
         log.info("serving (pid %d, %d methods)", os.getpid(), len(server.methods))
         _report_handoff(settings)
         server.serve()

@@ -107,7 +107,7 @@ from pybridge import errors, shm
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerProcess
 
-__all__ = ["SHM_THRESHOLD", "RemoteError", "WorkerPool", "in_worker", "output_buffer",
+__all__ = ["SHM_THRESHOLD", "RemoteError", "WorkerPool", "in_worker", "output_buffer", "probe",
            "quiet_blosc", "tune_malloc"]
 
 log = logging.getLogger("pybridge.workers")
@@ -403,6 +403,21 @@ def output_buffer(nbytes: int) -> memoryview:
         return memoryview(bytearray(nbytes))
     state.claimed = state.output(nbytes).buf[:nbytes]
     return state.claimed
+
+
+def probe(payload: Any) -> str:
+    """A task that imports every module the workers need; returns the worker's pid.
+
+    The fork server swallows an ``ImportError`` while it preloads
+    :data:`PRELOAD`, so a worker can start without the modules its tasks
+    need (a shadowed or broken ``numpy``, say). The sidecar runs this task
+    once its pool has started: a failure here means that no task can run.
+    """
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    return str(os.getpid())
 
 
 def _worker_main(conn: Connection, sidecar_pid: int, threshold: int) -> None:

@@ -6,8 +6,12 @@
 #
 # - Elixir/OTP from Debian (`apt-get install elixir`) when missing. As root it
 #   installs it; otherwise it says what to install and stops.
-# - A virtualenv in .venv with pybridge installed editable plus its test extras
-#   (and the bench extras with --bench).
+# - A virtualenv in .venv with the sidecar (distribution zarr-bridge-sidecar,
+#   import package pybridge) installed editable plus its test extras (and the
+#   bench extras with --bench), its dependencies pinned by constraints.txt.
+#   The Elixir tests find it at run time as this checkout's .venv.
+# - `mix release` (the fresh_app test) needs nothing beyond Debian's elixir
+#   package: erlang-base carries erts and sasl.
 # - The Elixir client compiled.
 set -euo pipefail
 
@@ -64,13 +68,18 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
   needs_install=1
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" "$stamp"; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ] \
+   || ! grep -qx "$extras" "$stamp"; then
   needs_install=1
 fi
 if [ "$needs_install" -eq 1 ]; then
-  say "installing pybridge[$extras] into $venv"
+  # constraints.txt holds the sidecar's dependencies at the versions the
+  # project tests with, the same ones `mix zarr_bridge.install` installs.
+  say "installing zarr-bridge-sidecar[$extras] (import package pybridge) into $venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e ".[$extras]"
+  # The distribution used to be called pybridge (another project's name on PyPI).
+  "$venv/bin/python" -m pip uninstall -q -y pybridge >/dev/null 2>&1 || true
+  "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[$extras]"
   echo "$extras" > "$stamp"
 fi
 

@@ -124,14 +124,19 @@ class SidecarProcess:
             example ``["unshare", "--mount", "sh", "-c", "...; exec \"$@\"", "sh"]``
             to give the sidecar its own ``/dev/shm``; :attr:`pid` is then
             the wrapper's, which must ``exec`` the sidecar.
+        python_flags: interpreter options before ``-m pybridge`` (``["-P"]``).
+        cwd: the working directory (default: the repository).
     """
 
     def __init__(self, args: Sequence[str] = (), *, workers: int | None = 1,
                  test_methods: bool = True, env: Mapping[str, str] | None = None,
                  fd34: bool = False, start: bool = True,
-                 wrapper: Sequence[str] = ()) -> None:
+                 wrapper: Sequence[str] = (), python_flags: Sequence[str] = (),
+                 cwd: Path | None = None) -> None:
         self.args = list(args)
         self.wrapper = list(wrapper)
+        self.python_flags = list(python_flags)
+        self.cwd = cwd or REPO
         self.workers = workers
         self.fd34 = fd34
         self.env = dict(os.environ)
@@ -158,7 +163,7 @@ class SidecarProcess:
 
     @property
     def command(self) -> list[str]:
-        cmd = [*self.wrapper, sys.executable, "-m", "pybridge"]
+        cmd = [*self.wrapper, sys.executable, *self.python_flags, "-m", "pybridge"]
         if not self.fd34:
             cmd.append("--stdio")
         if self.workers is not None:
@@ -185,7 +190,7 @@ class SidecarProcess:
 
             self.proc = subprocess.Popen(
                 self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=self._stdout,
-                stderr=self._stderr, preexec_fn=move_fds, close_fds=False, cwd=REPO)
+                stderr=self._stderr, preexec_fn=move_fds, close_fds=False, cwd=self.cwd)
             os.close(r)
             os.close(w)
             self._in = os.fdopen(to_child_w, "wb", buffering=0)
@@ -193,7 +198,7 @@ class SidecarProcess:
         else:
             self.proc = subprocess.Popen(
                 self.command, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._stderr, bufsize=0, cwd=REPO)
+                stderr=self._stderr, bufsize=0, cwd=self.cwd)
             self._in, self._out = self.proc.stdin, self.proc.stdout
         self._reader = threading.Thread(target=self._read_frames, daemon=True,
                                         name="sidecar-test-reader")

@@ -114,6 +114,49 @@ def test_without_fds_3_and_4_it_explains(tmp_path):
     assert b"--stdio" in proc.stderr
 
 
+def test_a_pool_that_cannot_start_ends_the_sidecar_with_its_cause(sidecar_factory, tmp_path):
+    """A broken ``zarr`` on the import path: hello and ping still work (they do not
+    import it), but no worker can run a task. The sidecar must say why in a
+    ``sidecar.failed`` notification and exit with status 78, not keep
+    answering ping while every array call fails."""
+    broken = tmp_path / "zarr"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this zarr is broken on purpose')\n")
+    sc = sidecar_factory(env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}, workers=1)
+    sc.call("hello", {}).unwrap()
+    notes = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            msg = sc.recv(timeout=max(deadline - time.monotonic(), 0.1))
+        except EOFError:
+            break
+        notes.append(msg)
+    assert sc.wait(10) == 78, sc.stderr_text()
+    assert len(notes) == 1, notes
+    kind, method, error = notes[0]
+    assert (kind, method) == (2, "sidecar.failed")
+    assert error["message"].startswith("the worker pool cannot start")
+    assert "this zarr is broken on purpose" in error["message"]
+    assert error["python_type"] == "ImportError"
+    assert "the worker pool cannot start" in sc.stderr_text()
+
+
+def test_the_sidecar_ignores_modules_in_its_working_directory(tmp_path):
+    """Started as the client starts it (``-P``), a ``numpy.py`` in the working
+    directory is never imported, by the sidecar or by its workers."""
+    (tmp_path / "numpy.py").write_text("raise RuntimeError('the numpy.py in the cwd')\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYBRIDGE_TEST_METHODS": "1"}
+    sc = SidecarProcess(workers=1, env=env, python_flags=["-P"], cwd=tmp_path)
+    try:
+        sc.call("hello", {}).unwrap()
+        reply = sc.call("codec.encode", {"codec": {"id": "zlib"}, "data": b"x" * 1000},
+                        timeout=60)
+        assert reply.ok, (reply.error, sc.stderr_text())
+    finally:
+        assert sc.close() == 0, sc.stderr_text()
+
+
 # -- concurrency and cancel --------------------------------------------------------
 
 def test_slow_request_does_not_delay_ping(sidecar):

@@ -3,15 +3,15 @@ ExUnit.start(exclude: [:soak])
 # The suite runs real sidecars: stop at once, with the fix, when the Python
 # side is missing instead of failing test after test.
 sidecar_python_problem =
-  case ZarrBridge.Sidecar.resolve_python() do
-    {:ok, python} ->
-      case System.cmd(python, ["-c", "import pybridge"], stderr_to_stdout: true) do
-        {_output, 0} -> nil
-        {output, status} -> "#{python} cannot import pybridge (exit status #{status}):\n#{output}"
+  case ZarrBridge.Sidecar.Launcher.resolve() do
+    {:ok, launch} ->
+      case ZarrBridge.Sidecar.Launcher.check_import(launch) do
+        :ok -> nil
+        {:error, output} -> "#{launch.python} cannot import pybridge (#{output})"
       end
 
-    {:error, _reason, text} ->
-      text
+    {:error, error} ->
+      error.message
   end
 
 if sidecar_python_problem do

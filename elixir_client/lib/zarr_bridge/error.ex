@@ -47,7 +47,8 @@ defmodule ZarrBridge.Error do
     sidecar_exited: "the sidecar died with the request pending (details: `exit_status`)",
     sidecar_unavailable:
       "the sidecar could not be started, or is waiting to restart after failures " <>
-        "(details: `reason`, `retry_in_ms`)"
+        "(details: `reason`, `retry_in_ms`; also `exit_status` 78 when its worker pool " <>
+        "could not start)"
   ]
 
   @code_table Enum.map_join(@wire_codes ++ @client_codes, "\n", fn {code, meaning} ->

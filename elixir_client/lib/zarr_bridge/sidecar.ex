@@ -56,10 +56,24 @@ defmodule ZarrBridge.Sidecar do
 
   ## The Python executable
 
-  Taken from, in order: the `:python` option; the `ZARR_BRIDGE_PYTHON`
-  environment variable; the repository's `.venv/bin/python`
-  (`#{Path.expand("../../../.venv/bin/python", __DIR__)}` for this build);
-  `python3` on the `PATH`.
+  Found when the sidecar starts (never at compile time), from the first of:
+  the `:python` option; the `ZARR_BRIDGE_PYTHON` environment variable; the
+  installed environment (a release's bundle in `priv/python_env`, made by
+  `ZarrBridge.Release`; else the directory `config :zarr_bridge, python_env:
+  DIR` names; else the Mix project's `_build/zarr_bridge_python`; both made
+  by `mix zarr_bridge.install`);
+  this repository's `.venv` when the library runs from its own checkout.
+  With none of them, calls fail with `:sidecar_unavailable` and a message
+  that says to run `mix zarr_bridge.install`.
+
+  The sidecar runs as `python -P -m pybridge` in the BEAM's working
+  directory (relative store paths are the BEAM's), and `-P` keeps that
+  directory off Python's import path.
+
+  A configuration error (no Python environment, a Python that cannot import
+  `pybridge`, a worker pool that cannot start) is logged once; the sidecar
+  is still retried quietly (backing off up to 10 s), so that it comes up by
+  itself once the environment is fixed.
   """
 
   use GenServer
@@ -67,10 +81,12 @@ defmodule ZarrBridge.Sidecar do
   require Logger
 
   alias ZarrBridge.{Error, Msgpack}
+  alias ZarrBridge.Sidecar.Launcher
 
   @protocol "1.0"
   @protocol_major "1"
-  @repo_python Path.expand("../../../.venv/bin/python", __DIR__)
+  # The sidecar's exit status when its worker pool cannot start (PROTOCOL.md §1).
+  @pool_failed_status 78
 
   @default_call_timeout 30_000
   @default_max_frame_bytes 64 * 1024 * 1024
@@ -721,47 +737,6 @@ defmodule ZarrBridge.Sidecar do
           "invalid value for #{inspect(key)}: #{inspect(value)}; expected #{expected}"
   end
 
-  ## The Python executable
-
-  @doc false
-  # Returns {:ok, path} or {:error, reason, text}; used by the test helper too.
-  @spec resolve_python(Path.t() | nil) :: {:ok, Path.t()} | {:error, term, String.t()}
-  def resolve_python(option \\ nil) do
-    env = System.get_env("ZARR_BRIDGE_PYTHON")
-
-    cond do
-      option != nil -> executable(option, "the :python option")
-      env not in [nil, ""] -> executable(env, "$ZARR_BRIDGE_PYTHON")
-      executable?(@repo_python) -> {:ok, @repo_python}
-      path = System.find_executable("python3") -> {:ok, path}
-      true -> {:error, {:python_not_found, nil}, "no Python executable found; " <> order()}
-    end
-  end
-
-  defp executable(name, source) do
-    path =
-      if String.contains?(name, "/"), do: Path.expand(name), else: System.find_executable(name)
-
-    if path && executable?(path) do
-      {:ok, path}
-    else
-      {:error, {:python_not_found, name},
-       "#{source} names #{inspect(name)}, which is not an executable file; " <> order()}
-    end
-  end
-
-  defp order do
-    "the Python executable is taken from, in order: the :python option, " <>
-      "$ZARR_BRIDGE_PYTHON, #{@repo_python}, python3 on the PATH"
-  end
-
-  defp executable?(path) do
-    case File.stat(path) do
-      {:ok, %File.Stat{type: :regular, mode: mode}} -> Bitwise.band(mode, 0o111) != 0
-      _ -> false
-    end
-  end
-
   ## GenServer
 
   defstruct [
@@ -784,6 +759,12 @@ defmodule ZarrBridge.Sidecar do
     :retry_at,
     # the %Error{} every call gets in the :failed phase
     :fatal_error,
+    # the launch (see ZarrBridge.Sidecar.Launcher) of the running sidecar
+    :launch,
+    # the reason of the last configuration error (logged once), or nil
+    :config_error,
+    # the error map of the sidecar's "sidecar.failed" notification
+    :failed_note,
     failures: 0,
     next_id: 1,
     # id => {alias, reversed stream pieces, frame count, byte count}
@@ -916,33 +897,37 @@ defmodule ZarrBridge.Sidecar do
   defp start_sidecar(state) do
     config = state.config
 
-    case resolve_python(config.python) do
-      {:ok, python} ->
-        open_port(state, python)
+    case Launcher.resolve(python: config.python) do
+      {:ok, launch} ->
+        state = %{state | launch: launch, failed_note: nil}
 
-      {:error, reason, text} ->
-        failure(%{state | started_at: nil}, reason, "cannot start the sidecar: " <> text)
+        case still_broken(state, launch) do
+          nil -> open_port(state, launch)
+          {reason, text} -> failure(%{state | started_at: nil}, reason, text)
+        end
+
+      {:error, %Error{details: %{reason: reason}} = error} ->
+        failure(%{state | started_at: nil}, reason, "cannot start the sidecar: " <> error.message)
     end
   end
 
-  defp open_port(state, python) do
-    config = state.config
+  # After a configuration error, a quiet check (its output captured) comes
+  # before the next real start, so that a broken environment does not print
+  # its traceback to the console at every retry. nil: go ahead.
+  defp still_broken(%{config_error: {kind, _}} = state, launch)
+       when kind in [:pybridge_not_importable, :worker_pool_failed] do
+    modules = if kind == :worker_pool_failed, do: Launcher.worker_modules(), else: ["pybridge"]
 
-    args =
-      ["-m", "pybridge"] ++
-        if(config.workers, do: ["--workers", Integer.to_string(config.workers)], else: []) ++
-        integer_arg("--max-request-bytes", config.max_request_bytes) ++
-        integer_arg("--max-in-flight", config.max_in_flight) ++
-        Enum.flat_map(config.allowed_roots, &["--allowed-root", &1]) ++
-        if(config.allow_pickle, do: ["--allow-pickle"], else: []) ++
-        config.args
+    case Launcher.check_import(launch, state.config.env, modules) do
+      :ok -> nil
+      {:error, _output} -> state.last_error
+    end
+  end
 
-    env =
-      [{~c"PYTHONUNBUFFERED", ~c"1"}] ++
-        Enum.map(config.env, fn
-          {name, nil} -> {String.to_charlist(name), false}
-          {name, value} -> {String.to_charlist(name), String.to_charlist(value)}
-        end)
+  defp still_broken(_state, _launch), do: nil
+
+  defp open_port(state, launch) do
+    {python, args, env} = Launcher.port_command(launch, state.config)
 
     port_opts = [:binary, {:packet, 4}, :nouse_stdio, :exit_status, args: args, env: env]
 
@@ -976,9 +961,6 @@ defmodule ZarrBridge.Sidecar do
     end
   end
 
-  defp integer_arg(_flag, nil), do: []
-  defp integer_arg(flag, n), do: [flag, Integer.to_string(n)]
-
   defp hello_done(state, {:ok, %{"protocol" => version} = hello}) when is_binary(version) do
     case String.split(version, ".") do
       [@protocol_major | _] ->
@@ -1007,7 +989,7 @@ defmodule ZarrBridge.Sidecar do
     cancel_timer(state.hello_timer)
     limits = Map.get(hello, "limits", %{})
 
-    if state.failures > 0 do
+    if state.failures > 0 and state.config_error == nil do
       Logger.info("#{log_name()}: the sidecar is running again (os pid #{state.os_pid})")
     end
 
@@ -1057,45 +1039,108 @@ defmodule ZarrBridge.Sidecar do
 
   defp sidecar_down(state, status) do
     cancel_timer(state.hello_timer)
+    {reason, text} = down_reason(state, status)
 
-    error = %Error{
-      code: :sidecar_exited,
-      message: "the sidecar exited (#{status_text(status)}) with the request pending",
-      details: %{exit_status: status}
-    }
+    error =
+      if status == @pool_failed_status do
+        %Error{
+          code: :sidecar_unavailable,
+          message: "the sidecar is not running: #{text}",
+          details: %{reason: reason, exit_status: status, retry_in_ms: 0}
+        }
+      else
+        %Error{
+          code: :sidecar_exited,
+          message: "the sidecar exited (#{status_text(status)}) with the request pending",
+          details: %{exit_status: status}
+        }
+      end
 
     Enum.each(state.pending, fn {_id, {ref, _, _, _}} -> reply(ref, {:error, error}) end)
     sweep_shared_memory(state.os_pid)
-    state = %{state | pending: %{}, refs: %{}}
-
-    text =
-      if state.phase == :starting do
-        "the sidecar exited (#{status_text(status)}) before answering hello; " <>
-          "its stderr above says why (for example \"No module named pybridge\" when " <>
-          "the Python environment lacks pybridge)"
-      else
-        uptime = (now_ms() - state.started_at) / 1000
-
-        "the sidecar exited (#{status_text(status)}) after #{:erlang.float_to_binary(uptime, decimals: 1)} s"
-      end
-
-    failure(state, {:exit_status, status}, text)
+    failure(%{state | pending: %{}, refs: %{}}, reason, text)
   end
+
+  # Why the sidecar went away: {reason, text}.
+  defp down_reason(%{failed_note: %Error{} = note}, @pool_failed_status) do
+    {{:worker_pool_failed, note.message},
+     note.message <>
+       " (the sidecar's stderr above has the traceback; a module on its import path, " <>
+       "from $PYTHONPATH or the :env option, may shadow numpy, numcodecs or zarr)"}
+  end
+
+  defp down_reason(_state, @pool_failed_status) do
+    {{:worker_pool_failed, nil},
+     "the sidecar exited (status #{@pool_failed_status}): its worker pool cannot start " <>
+       "(its stderr above says why)"}
+  end
+
+  defp down_reason(%{phase: :starting} = state, status) do
+    case Launcher.check_import(state.launch, state.config.env) do
+      {:error, output} ->
+        {{:pybridge_not_importable, output},
+         "#{state.launch.python} (#{state.launch.why}) cannot import pybridge " <>
+           "(#{last_line(output)}); run `mix zarr_bridge.install` in your project, " <>
+           "or point the :python option or $ZARR_BRIDGE_PYTHON at a Python that has it"}
+
+      :ok ->
+        {{:exit_status, status},
+         "the sidecar exited (#{status_text(status)}) before answering hello; " <>
+           "its stderr above says why"}
+    end
+  end
+
+  defp down_reason(state, status) do
+    uptime = (now_ms() - state.started_at) / 1000
+
+    {{:exit_status, status},
+     "the sidecar exited (#{status_text(status)}) after " <>
+       "#{:erlang.float_to_binary(uptime, decimals: 1)} s"}
+  end
+
+  defp last_line(output), do: output |> String.split("\n", trim: true) |> List.last("")
+
+  # Errors that restarting does not fix: logged once, retried quietly.
+  defp config_error?({kind, _})
+       when kind in [
+              :python_not_found,
+              :no_python_env,
+              :pybridge_not_importable,
+              :worker_pool_failed
+            ],
+       do: true
+
+  defp config_error?(_reason), do: false
 
   # Records a failed or ended sidecar and starts the next one now or later.
   defp failure(state, reason, text) do
     cancel_timer(state.hello_timer)
     now = now_ms()
     lived = if state.started_at, do: now - state.started_at, else: 0
-    failures = if lived >= @stable_ms, do: 1, else: state.failures + 1
+    config? = config_error?(reason)
+    failures = if lived >= @stable_ms and not config?, do: 1, else: state.failures + 1
 
     delay =
-      if failures == 1 or lived > @long_lived_ms,
-        do: 0,
-        else: min(@backoff_first_ms * Integer.pow(2, failures - 2), @backoff_cap_ms)
+      cond do
+        config? -> backoff(max(failures, 2))
+        failures == 1 or lived > @long_lived_ms -> 0
+        true -> backoff(failures)
+      end
 
     next = if delay == 0, do: "restarting it now", else: "next attempt in #{delay} ms"
-    Logger.error("#{log_name()}: #{text}; #{next} (failure #{failures})")
+
+    cond do
+      config? and state.config_error == reason ->
+        Logger.debug("#{log_name()}: #{text}; #{next} (failure #{failures})")
+
+      config? ->
+        Logger.error(
+          "#{log_name()}: #{text}; retrying quietly until it starts (failure #{failures})"
+        )
+
+      true ->
+        Logger.error("#{log_name()}: #{text}; #{next} (failure #{failures})")
+    end
 
     state = %{
       state
@@ -1105,7 +1150,8 @@ defmodule ZarrBridge.Sidecar do
         hello_id: nil,
         hello_timer: nil,
         failures: failures,
-        last_error: {reason, text}
+        last_error: {reason, text},
+        config_error: if(config?, do: reason, else: nil)
     }
 
     if delay == 0 do
@@ -1116,6 +1162,9 @@ defmodule ZarrBridge.Sidecar do
       fail_waiting(state, unavailable_error(state))
     end
   end
+
+  defp backoff(failures),
+    do: min(@backoff_first_ms * Integer.pow(2, failures - 2), @backoff_cap_ms)
 
   defp fail_waiting(state, error) do
     Enum.each(state.info_waiters, &GenServer.reply(&1, {:error, error}))
@@ -1227,6 +1276,10 @@ defmodule ZarrBridge.Sidecar do
       _cancelled ->
         {:noreply, state}
     end
+  end
+
+  defp handle_message([2, "sidecar.failed", %{} = error], state) do
+    {:noreply, %{state | failed_note: Error.from_wire(error)}}
   end
 
   defp handle_message([2, method, _params], state) when is_binary(method) do

@@ -1,16 +1,16 @@
 defmodule ZarrBridge.Test.Python do
   @moduledoc false
   # Runs inline Python with the interpreter the sidecar uses (see
-  # ZarrBridge.Sidecar.resolve_python/1: $ZARR_BRIDGE_PYTHON, then the
-  # repository's .venv/bin/python, then python3), so that tests can use plain
+  # ZarrBridge.Sidecar.Launcher: $ZARR_BRIDGE_PYTHON, then an installed
+  # environment, then the repository's .venv/bin/python), so that tests can use plain
   # zarr-python and numcodecs as the other side.
 
   @doc "The Python executable."
   @spec python() :: String.t()
   def python do
-    case ZarrBridge.Sidecar.resolve_python() do
-      {:ok, python} -> python
-      {:error, _reason, text} -> raise "no Python for the tests: #{text}"
+    case ZarrBridge.Sidecar.Launcher.resolve() do
+      {:ok, %{python: python}} -> python
+      {:error, error} -> raise "no Python for the tests: #{error.message}"
     end
   end
 

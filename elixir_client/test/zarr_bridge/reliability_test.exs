@@ -343,7 +343,7 @@ defmodule ZarrBridge.ReliabilityTest do
   describe "the BEAM SIGKILLed during heavy traffic" do
     @tag timeout: 180_000
     test "no Python process is left after 2 s, and no shared-memory segment" do
-      {:ok, python} = Sidecar.resolve_python()
+      {:ok, %{python: python}} = ZarrBridge.Sidecar.Launcher.resolve()
       ebin = Path.dirname(:code.which(Sidecar))
       dir = tmp_dir("beam-kill")
       script = Path.join(dir, "child.exs")

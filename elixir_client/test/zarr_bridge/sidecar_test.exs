@@ -504,7 +504,7 @@ defmodule ZarrBridge.SidecarTest do
     end
 
     @tag :capture_log
-    test "a Python without pybridge: the exit status is reported" do
+    test "a Python without pybridge: the failed import is reported" do
       python = System.find_executable("python3")
 
       {_, status} =
@@ -523,7 +523,10 @@ defmodule ZarrBridge.SidecarTest do
                    fn ->
                      match?(
                        {:error,
-                        %Error{code: :sidecar_unavailable, details: %{reason: {:exit_status, 1}}}},
+                        %Error{
+                          code: :sidecar_unavailable,
+                          details: %{reason: {:pybridge_not_importable, _}}
+                        }},
                        Sidecar.call(pid, "ping", %{})
                      )
                    end,
@@ -531,7 +534,7 @@ defmodule ZarrBridge.SidecarTest do
                  )
         end)
 
-      assert log =~ "exited (status 1) before answering hello"
+      assert log =~ "cannot import pybridge (ModuleNotFoundError: No module named 'pybridge')"
     end
   end
 
@@ -557,7 +560,7 @@ defmodule ZarrBridge.SidecarTest do
 
     @tag timeout: 120_000
     test "a BEAM killed with SIGKILL leaves no Python process behind" do
-      {:ok, python} = Sidecar.resolve_python()
+      {:ok, %{python: python}} = ZarrBridge.Sidecar.Launcher.resolve()
       ebin = Path.dirname(:code.which(Sidecar))
       script = Path.join(System.tmp_dir!(), "zb-child-#{System.unique_integer([:positive])}.exs")
 
