@@ -6,8 +6,9 @@ defmodule Mix.Tasks.ZarrBridge.Doctor do
   `config :zarr_bridge, :sidecar, ...`) and prints, for a person:
 
     * which Python was chosen, by what (the `:python` option,
-      `$ZARR_BRIDGE_PYTHON`, the repository's `.venv`, `python3` on the
-      `PATH`), and which environment it runs in;
+      `$ZARR_BRIDGE_PYTHON`, the environment `mix zarr_bridge.install`
+      made, or this checkout's `.venv`; see `ZarrBridge.Sidecar`), and
+      which environment it runs in;
     * the sidecar's version, protocol version and library versions;
     * the codecs available (and those missing, with why);
     * the use of `/dev/shm`, where large results are handed over;
@@ -26,6 +27,7 @@ defmodule Mix.Tasks.ZarrBridge.Doctor do
   use Mix.Task
 
   alias ZarrBridge.{Error, Report, Sidecar}
+  alias ZarrBridge.Sidecar.Launcher
 
   # The probe runs in the chosen Python before the sidecar starts: where it
   # is, whether pybridge imports, who runs it and what /dev/shm holds. One
@@ -88,8 +90,8 @@ defmodule Mix.Tasks.ZarrBridge.Doctor do
         problem = {:error, "no Python for the sidecar: #{text}", python_fix()}
         {[{"python", [{"executable", "not found"}]}], [problem]}
 
-      {:ok, python, why} ->
-        probe = probe(python, options)
+      {:ok, python, why, launch_env} ->
+        probe = probe(python, launch_env, options)
         python_section = {"python", python_rows(python, why, probe)}
 
         case probe do
@@ -111,24 +113,12 @@ defmodule Mix.Tasks.ZarrBridge.Doctor do
     end
   end
 
-  # The one place that asks which Python the sidecar will run (and why).
+  # The one place that asks which Python the sidecar will run (and why):
+  # the launcher the sidecar itself uses.
   defp python_choice(option) do
-    case Sidecar.resolve_python(option) do
-      {:ok, path} ->
-        env = System.get_env("ZARR_BRIDGE_PYTHON")
-
-        why =
-          cond do
-            option != nil -> "the :python option (config :zarr_bridge, :sidecar, python: ...)"
-            env not in [nil, ""] -> "$ZARR_BRIDGE_PYTHON"
-            String.ends_with?(path, "/.venv/bin/python") -> "the repository's .venv"
-            true -> "python3 on the PATH"
-          end
-
-        {:ok, path, why}
-
-      {:error, _reason, text} ->
-        {:error, text}
+    case Launcher.resolve(python: option) do
+      {:ok, launch} -> {:ok, launch.python, launch.why, launch.env}
+      {:error, %Error{message: text}} -> {:error, text}
     end
   end
 
@@ -137,8 +127,8 @@ defmodule Mix.Tasks.ZarrBridge.Doctor do
       "pybridge installed (or `config :zarr_bridge, :sidecar, python: \"/path/to/python\"`)"
   end
 
-  defp probe(python, options) do
-    env = for {k, v} <- Keyword.get(options, :env, []), do: {k, v}
+  defp probe(python, launch_env, options) do
+    env = launch_env ++ for({k, v} <- Keyword.get(options, :env, []), do: {k, v})
 
     try do
       {out, status} = System.cmd(python, ["-c", @probe], env: env, stderr_to_stdout: true)

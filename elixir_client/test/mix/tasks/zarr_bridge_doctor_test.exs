@@ -92,15 +92,10 @@ defmodule Mix.Tasks.ZarrBridge.DoctorTest do
     {out, result} = doctor()
     assert result == :ok, out
     facts = facts()
-    {:ok, python} = ZarrBridge.Sidecar.resolve_python()
+    {:ok, %{python: python, why: why}} = ZarrBridge.Sidecar.Launcher.resolve()
 
     assert row(out, "executable") == python
-
-    assert row(out, "chosen by") in [
-             "$ZARR_BRIDGE_PYTHON",
-             "the repository's .venv",
-             "python3 on the PATH"
-           ]
+    assert row(out, "chosen by") == why
 
     assert row(out, "version") == facts["version"]
     assert row(out, "environment") =~ facts["prefix"]
@@ -141,7 +136,7 @@ defmodule Mix.Tasks.ZarrBridge.DoctorTest do
 
     {out, result} = doctor()
     assert result == :ok, out
-    {:ok, python} = ZarrBridge.Sidecar.resolve_python()
+    {:ok, %{python: python}} = ZarrBridge.Sidecar.Launcher.resolve()
     assert out =~ ~r/^  unavailable +zfpy \(.+\)$/m
     assert out =~ "warning: codec zfpy is unavailable"
     assert out =~ "fix: `#{python} -m pip install 'numcodecs[zfpy]'`"
@@ -152,7 +147,7 @@ defmodule Mix.Tasks.ZarrBridge.DoctorTest do
 
   test "a Python without pybridge: the error, the fix, and the exit", %{dir: dir} do
     # The sidecar's own Python with its site-packages (and so pybridge) off.
-    {:ok, real} = ZarrBridge.Sidecar.resolve_python()
+    {:ok, %{python: real}} = ZarrBridge.Sidecar.Launcher.resolve()
     bare = Path.join(dir, "python")
     File.write!(bare, "#!/bin/sh\nexec #{real} -S \"$@\"\n")
     File.chmod!(bare, 0o755)
@@ -161,7 +156,7 @@ defmodule Mix.Tasks.ZarrBridge.DoctorTest do
     {out, result} = doctor()
     assert result == {:exit, {:shutdown, 1}}, out
     assert row(out, "executable") == bare
-    assert row(out, "chosen by") == "$ZARR_BRIDGE_PYTHON"
+    assert row(out, "chosen by") == "$ZARR_BRIDGE_PYTHON names #{bare}"
     assert row(out, "pybridge") =~ "cannot be imported: ModuleNotFoundError"
     assert out =~ "ERROR: #{bare} cannot import pybridge (ModuleNotFoundError"
     assert out =~ "fix: run `mix zarr_bridge.install`"
