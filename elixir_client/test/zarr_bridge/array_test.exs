@@ -1441,7 +1441,7 @@ defmodule ZarrBridge.ArrayTest do
   # A handed-over result ("read" segment) of the default sidecar that the
   # client did not unlink. (Its workers' own buffers live as long as it.)
   defp leaked_by_us?(path) do
-    case ZarrBridge.Sidecar.os_pid(ZarrBridge.Sidecar) do
+    case ZarrBridge.Sidecar.os_pid!(ZarrBridge.Sidecar) do
       nil -> false
       pid -> String.starts_with?(Path.basename(path), "pybridge-#{pid}-read-")
     end

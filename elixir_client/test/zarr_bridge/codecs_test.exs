@@ -330,7 +330,7 @@ defmodule ZarrBridge.CodecsTest do
 
     test "decode_many hands a large result over through shared memory, or by pipe" do
       sidecar = start_supervised!({ZarrBridge.Sidecar, workers: 2, name: nil})
-      os_pid = ZarrBridge.Sidecar.os_pid(sidecar)
+      os_pid = ZarrBridge.Sidecar.os_pid!(sidecar)
       # (a handoff file goes right after its reply)
       no_leftovers = fn ->
         ZarrBridge.Test.SidecarCase.eventually(fn ->
@@ -371,12 +371,12 @@ defmodule ZarrBridge.CodecsTest do
 
     test "large payloads are uploaded through shared memory, or by pipe" do
       sidecar = start_supervised!({ZarrBridge.Sidecar, workers: 2, name: nil})
-      os_pid = ZarrBridge.Sidecar.os_pid(sidecar)
+      os_pid = ZarrBridge.Sidecar.os_pid!(sidecar)
       data = typed(:float64, 786_432)
       opts = [server: sidecar, timeout: 120_000]
 
       port_output = fn ->
-        {:output, n} = Port.info(:sys.get_state(sidecar).port, :output)
+        {:output, n} = Port.info(elem(:sys.get_state(sidecar), 1).port, :output)
         n
       end
 
