@@ -88,8 +88,6 @@ defmodule ZarrBridge.Array do
           store: %{required(String.t()) => String.t()}
         }
 
-  @inline_limit 256 * 1024
-  @handoff_threshold 1024 * 1024
   @common [:server, :timeout]
 
   @doc """
@@ -662,7 +660,9 @@ defmodule ZarrBridge.Array do
   defp put_handoff(params, false, _bytes), do: params
   defp put_handoff(params, true, _bytes), do: Map.put(params, "handoff", true)
 
-  defp put_handoff(params, :auto, bytes) when is_integer(bytes) and bytes >= @handoff_threshold,
+  # A fixed-size result may come by handoff: the sidecar takes it from its
+  # handoff threshold on (variable-length values never do).
+  defp put_handoff(params, :auto, bytes) when is_integer(bytes),
     do: Map.put(params, "handoff", true)
 
   defp put_handoff(params, :auto, _bytes), do: params
@@ -848,11 +848,8 @@ defmodule ZarrBridge.Array do
         wire = if array.metadata.dtype == :bytes, do: Enum.map(values, &{:bin, &1}), else: values
         Sidecar.call(server, method, Map.put(params, "values", wire), call_opts)
 
-      data when byte_size(data) > @inline_limit or handoff == true ->
-        Sidecar.call(server, method, params, [upload: data, handoff: handoff] ++ call_opts)
-
       data ->
-        Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)
+        Sidecar.call(server, method, params, [data: data, handoff: handoff] ++ call_opts)
     end
   end
 end

@@ -26,13 +26,15 @@ defmodule ZarrBridge.Codecs do
 
   Every function accepts `server:` (the sidecar to use, default
   `ZarrBridge.Sidecar`) and `timeout:` (milliseconds, default: the
-  sidecar's). Payloads larger than the protocol's stream frame size (256 KiB)
-  are uploaded as a stream, or, from the sidecar's handoff threshold
-  (4 MiB by default), written into a shared-memory file that the sidecar
-  reads and removes; results of any size come back as one binary. The
-  functions that take a payload or return many results also accept
-  `handoff: false`, which keeps every byte on the pipe. Unknown options
-  raise `ArgumentError`.
+  sidecar's). Payloads larger than the sidecar's stream frame size
+  (`stream_frame_bytes` in its `hello`, 256 KiB by default) are uploaded as
+  a stream, or, from the sidecar's handoff threshold (4 MiB by default),
+  written into a shared-memory file that the sidecar reads and removes;
+  results of any size come back as one binary. The functions that take a
+  payload or return many results also accept `handoff:` (`:auto` by
+  default; see "Handoff" in `ZarrBridge.Sidecar`, the one meaning of the
+  option): `false` keeps every byte on the pipe. Unknown options raise
+  `ArgumentError`.
 
   ## Errors
 
@@ -72,7 +74,6 @@ defmodule ZarrBridge.Codecs do
   """
   @type pipeline_spec :: keyword | map
 
-  @inline_limit 256 * 1024
   @common [:server, :timeout]
 
   @doc """
@@ -98,40 +99,52 @@ defmodule ZarrBridge.Codecs do
   def list_codecs!(opts \\ []), do: Options.bang(list_codecs(opts))
 
   @doc """
-  Returns the atoms of the codecs that can be used: available and not
-  forbidden, in the sidecar's order. When `:bz2` is there, its alias
-  `:bzip2` follows it (as ExZarr names it).
+  The atoms of the codecs that can be used: available and not forbidden, in
+  the sidecar's order. When `:bz2` is there, its alias `:bzip2` follows it
+  (as ExZarr names it). The atoms come from the sidecar's codec registry (a
+  bounded set).
 
-  The atoms come from the sidecar's codec registry (a bounded set).
-  Raises `ZarrBridge.Error` if the sidecar cannot answer.
-
-      ZarrBridge.Codecs.available_codecs()
-      #=> [:adler32, :astype, ..., :blosc, :bz2, :bzip2, ..., :zlib, :zstd]
+      iex> {:ok, codecs} = ZarrBridge.Codecs.available_codecs()
+      iex> :zlib in codecs and :bzip2 in codecs and :pickle not in codecs
+      true
   """
-  @spec available_codecs(keyword) :: [atom]
+  @spec available_codecs(keyword) :: {:ok, [atom]} | {:error, Error.t()}
   def available_codecs(opts \\ []) do
-    opts
-    |> list_codecs!()
-    |> Enum.filter(&(&1.available and not &1.forbidden))
-    |> Enum.flat_map(fn
-      %{name: :bz2} -> [:bz2, :bzip2]
-      %{name: name} -> [name]
-    end)
+    with {:ok, codecs} <- list_codecs(opts) do
+      {:ok,
+       codecs
+       |> Enum.filter(&usable?/1)
+       |> Enum.flat_map(fn
+         %{name: :bz2} -> [:bz2, :bzip2]
+         %{name: name} -> [name]
+       end)}
+    end
   end
 
+  @doc "Like `available_codecs/1`, but returns the list, or raises `ZarrBridge.Error`."
+  @spec available_codecs!(keyword) :: [atom]
+  def available_codecs!(opts \\ []), do: Options.bang(available_codecs(opts))
+
   @doc """
-  Is `codec` (an atom such as `:zstd` or `:bzip2`, or an id string) available
-  and allowed in the sidecar? Raises `ZarrBridge.Error` if the sidecar cannot
-  answer.
+  Whether `codec` (an atom such as `:zstd` or `:bzip2`, or an id string) is
+  available and allowed in the sidecar: `{:ok, boolean}`, or the error that
+  kept the sidecar from answering.
+
+      iex> ZarrBridge.Codecs.codec_available?(:zstd)
+      {:ok, true}
+      iex> ZarrBridge.Codecs.codec_available?(:pickle)
+      {:ok, false}
   """
-  @spec codec_available?(atom | String.t(), keyword) :: boolean
+  @spec codec_available?(atom | String.t(), keyword) :: {:ok, boolean} | {:error, Error.t()}
   def codec_available?(codec, opts \\ []) when is_atom(codec) or is_binary(codec) do
     id = CodecSpec.id(codec)
 
-    opts
-    |> list_codecs!()
-    |> Enum.any?(&(&1.id == id and &1.available and not &1.forbidden))
+    with {:ok, codecs} <- list_codecs(opts) do
+      {:ok, Enum.any?(codecs, &(&1.id == id and usable?(&1)))}
+    end
   end
+
+  defp usable?(info), do: info.available and not info.forbidden
 
   @doc """
   Encodes `data` with `codec`.
@@ -207,7 +220,7 @@ defmodule ZarrBridge.Codecs do
   Decodes each binary of `items` with `codec`, spread over the sidecar's
   workers; the results are in input order. Options as for `decode/3`, and:
 
-    * `handoff:` - `true` (the default) lets the sidecar hand large results
+    * `handoff:` - `:auto` (the default) or `true` lets the sidecar hand large results
       (4 MiB or more in all, its `handoff_threshold`) over through one
       shared-memory file instead of the pipe, and large batches of items
       travel to it the same way; the results are then sub-binaries of one
@@ -228,12 +241,14 @@ defmodule ZarrBridge.Codecs do
   end
 
   defp batch_handoff(opts) do
-    case Keyword.pop(opts, :handoff, true) do
-      {true, opts} -> {:auto, opts}
-      {false, opts} -> {false, opts}
-      {other, _} -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
-    end
+    {handoff, opts} = Keyword.pop(opts, :handoff, :auto)
+    {handoff!(handoff), opts}
   end
+
+  defp handoff!(handoff) when is_boolean(handoff) or handoff == :auto, do: handoff
+
+  defp handoff!(other),
+    do: raise(ArgumentError, "handoff must be a boolean or :auto, got: #{inspect(other)}")
 
   @doc "Like `decode_many/3`, but raises `ZarrBridge.Error`."
   @spec decode_many!(codec, [binary], keyword) :: [binary | list]
@@ -367,7 +382,9 @@ defmodule ZarrBridge.Codecs do
   end
 
   defp frame_limit(%{"max_frame_bytes" => n}) when is_integer(n) and n > 0, do: n
-  defp frame_limit(_limits), do: @inline_limit
+  # Not known (the sidecar is not running): the items go as an upload,
+  # whose call then reports why.
+  defp frame_limit(_limits), do: 0
 
   defp upload_items(method, params, items, sizes, opts, upload_handoff) do
     params = params |> Map.delete("items") |> Map.put("sizes", sizes)
@@ -537,18 +554,9 @@ defmodule ZarrBridge.Codecs do
       match?({:values, list} when is_list(list), data) ->
         Sidecar.call(server, method, Map.put(params, "values", elem(data, 1)), call_opts)
 
-      IO.iodata_length(data) > @inline_limit ->
-        handoff =
-          case Keyword.get(opts, :handoff, true) do
-            true -> :auto
-            false -> false
-            other -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
-          end
-
-        Sidecar.call(server, method, params, [upload: data, handoff: handoff] ++ call_opts)
-
       true ->
-        Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)
+        handoff = handoff!(Keyword.get(opts, :handoff, :auto))
+        Sidecar.call(server, method, params, [data: data, handoff: handoff] ++ call_opts)
     end
   end
 

@@ -101,7 +101,7 @@ defmodule ZarrBridge.Sidecar do
 
   alias ZarrBridge.Error
   alias ZarrBridge.Options.Schema
-  alias ZarrBridge.Sidecar.{Caller, Connection, Handoff}
+  alias ZarrBridge.Sidecar.{Caller, Connection, Handoff, Table}
 
   @default_call_timeout 30_000
 
@@ -158,9 +158,14 @@ defmodule ZarrBridge.Sidecar do
          "`\"stream\" => %{\"bytes\" => size}` is added to `params` (or, by " <>
          "handoff, `\"shm\" => %{\"path\" => path, \"bytes\" => size}`), so the " <>
          "method must accept a streamed payload in place of `\"data\"`."},
+    data:
+      {:iodata, nil,
+       "a payload whose way the client picks: inline as `\"data\" => {:bin, data}` " <>
+         "when it fits one stream frame (`stream_frame_bytes` in `hello`'s limits) " <>
+         "and `:handoff` is not `true`, else as an `:upload`. Not with `:upload`."},
     handoff:
       {{:in, [false, true, :auto]}, false,
-       "how the `:upload` travels (see \"Handoff\" in the moduledoc). Only methods " <>
+       "how the `:upload` (or a large `:data`) travels (see \"Handoff\" in the moduledoc). Only methods " <>
          "that take `\"shm\"` accept a file: `array.write`, `array.append`, " <>
          "`array.write_chunk_raw` and the `codec.*` methods that take an input. " <>
          "Params with `\"handoff\" => true` (a result by handoff) are sent with " <>
@@ -186,7 +191,10 @@ defmodule ZarrBridge.Sidecar do
 
   @typedoc "A call option (see `call/4`)."
   @type call_option ::
-          {:timeout, timeout} | {:upload, iodata} | {:handoff, boolean | :auto}
+          {:timeout, timeout}
+          | {:upload, iodata}
+          | {:data, iodata}
+          | {:handoff, boolean | :auto}
 
   ## Public API
 
@@ -267,7 +275,7 @@ defmodule ZarrBridge.Sidecar do
   @spec os_pid(server) :: {:ok, pos_integer} | {:error, Error.t()}
   def os_pid(server) do
     with {:ok, pid} <- whereis(server) do
-      case Connection.os_pid(pid) || ask_os_pid(pid) do
+      case Table.os_pid(pid) || ask_os_pid(pid) do
         os_pid when is_integer(os_pid) -> {:ok, os_pid}
         _ -> {:error, not_started_error(server)}
       end
@@ -289,7 +297,7 @@ defmodule ZarrBridge.Sidecar do
   @spec info(server, timeout) :: {:ok, map} | {:error, Error.t()}
   def info(server, timeout \\ @default_call_timeout) do
     with {:ok, pid} <- whereis(server) do
-      case Connection.hello(pid) do
+      case Table.hello(pid) do
         %{} = hello -> {:ok, hello}
         nil -> wait_info(pid, server, timeout)
       end

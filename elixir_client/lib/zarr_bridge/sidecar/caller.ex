@@ -6,18 +6,41 @@ defmodule ZarrBridge.Sidecar.Caller do
   # enforces its own deadline with an alias (a late reply is dropped by the
   # VM), so the connection process never copies a large payload or waits.
   # The sidecar's limits are read from the connection's table
-  # (ZarrBridge.Sidecar.Connection.route/1): an upload costs no extra
+  # (ZarrBridge.Sidecar.Table): an upload costs no extra
   # message round trip.
 
   alias ZarrBridge.Error
-  alias ZarrBridge.Sidecar.{Connection, Handoff, Protocol}
+  alias ZarrBridge.Sidecar.{Handoff, Protocol, Table}
 
   @doc "Runs one call on the connection `pid` (options already validated)."
   @spec call(pid, String.t(), map, map) :: {:ok, map} | {:error, Error.t()}
-  def call(pid, method, params, %{timeout: timeout, upload: upload, handoff: handoff}) do
-    timeout = timeout || Connection.call_timeout(pid)
+  def call(pid, method, params, %{timeout: timeout, data: nil, upload: upload, handoff: handoff}) do
+    timeout = timeout || Table.call_timeout(pid)
     deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
     route = route(pid, params, upload, handoff, deadline)
+    call(pid, method, params, upload, handoff, route, {deadline, timeout})
+  end
+
+  def call(_pid, _method, _params, %{data: data, upload: upload}) when upload != nil,
+    do: raise(ArgumentError, "give :data or :upload, not both (data: #{inspect(data, limit: 3)})")
+
+  # A payload whose way is picked here: inline when it fits one stream
+  # frame and no handoff is asked for, else as an upload.
+  def call(pid, method, params, %{timeout: timeout, data: data, handoff: handoff}) do
+    timeout = timeout || Table.call_timeout(pid)
+    deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
+    route = Table.route(pid) || await_route(pid, deadline)
+    bytes = upload_size(data)
+
+    if handoff != true and (route == nil or bytes <= route.stream_frame_bytes) do
+      params = Map.put(params, "data", {:bin, data})
+      call(pid, method, params, nil, handoff, route, {deadline, timeout})
+    else
+      call(pid, method, params, data, handoff, route, {deadline, timeout})
+    end
+  end
+
+  defp call(pid, method, params, upload, handoff, route, {deadline, timeout}) do
     params = result_handoff(params, route)
     upload_bytes = if upload == nil, do: nil, else: upload_size(upload)
 
@@ -48,7 +71,7 @@ defmodule ZarrBridge.Sidecar.Caller do
   defp route(pid, params, upload, handoff, deadline) do
     needed? = Map.get(params, "handoff") == true or (upload != nil and handoff != false)
 
-    case needed? and Connection.route(pid) do
+    case needed? and Table.route(pid) do
       false -> nil
       nil -> await_route(pid, deadline)
       route -> route
@@ -57,7 +80,7 @@ defmodule ZarrBridge.Sidecar.Caller do
 
   defp await_route(pid, deadline) do
     case :gen_statem.call(pid, :info, remaining(deadline)) do
-      {:ok, _hello} -> Connection.route(pid)
+      {:ok, _hello} -> Table.route(pid)
       {:error, _} -> nil
     end
   catch

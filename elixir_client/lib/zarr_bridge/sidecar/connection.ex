@@ -14,17 +14,15 @@ defmodule ZarrBridge.Sidecar.Connection do
   # files handled by ZarrBridge.Sidecar.Handoff, the Python found by
   # ZarrBridge.Sidecar.Launcher. What callers need without a message (the
   # default deadline and the limits hello announced) is kept in a table of
-  # this process (route/1, call_timeout/1).
+  # this process (ZarrBridge.Sidecar.Table).
 
   @behaviour :gen_statem
 
   require Logger
 
   alias ZarrBridge.Error
-  alias ZarrBridge.Sidecar.{Backoff, Handoff, Launcher, Protocol}
+  alias ZarrBridge.Sidecar.{Backoff, Failure, Handoff, Launcher, Protocol, Table}
 
-  # The sidecar's exit status when its worker pool cannot start (PROTOCOL.md §1).
-  @pool_failed_status 78
   @hello_timeout 30_000
   # PROTOCOL.md §4's defaults, for a hello that does not give a limit.
   @default_max_frame_bytes 64 * 1024 * 1024
@@ -62,53 +60,6 @@ defmodule ZarrBridge.Sidecar.Connection do
     refs: %{}
   ]
 
-  @typedoc """
-  What a caller needs to route a payload, from hello: the sidecar's OS pid,
-  whether handoff is usable, the handoff threshold, the per-request limit
-  (nil: none) and the largest stream frame.
-  """
-  @type route :: %{
-          os_pid: integer | nil,
-          handoff?: boolean,
-          handoff_threshold: pos_integer,
-          max_request_bytes: pos_integer | nil,
-          stream_frame_bytes: pos_integer
-        }
-
-  ## Read by callers without a message
-
-  @doc "The route of a ready sidecar, or nil (not ready, or no such process)."
-  @spec route(pid) :: route | nil
-  def route(pid), do: lookup(pid, :route, nil)
-
-  @doc "The hello of a ready sidecar, or nil."
-  @spec hello(pid) :: map | nil
-  def hello(pid), do: lookup(pid, :hello, nil)
-
-  @doc "The OS pid of the running sidecar, or nil."
-  @spec os_pid(pid) :: integer | nil
-  def os_pid(pid), do: lookup(pid, :os_pid, nil)
-
-  @doc "The default deadline of a call."
-  @spec call_timeout(pid) :: timeout
-  def call_timeout(pid), do: lookup(pid, :call_timeout, 30_000)
-
-  defp lookup(pid, key, default) do
-    case :persistent_term.get({__MODULE__, pid}, nil) do
-      nil ->
-        default
-
-      table ->
-        case :ets.lookup(table, key) do
-          [{^key, value}] -> value
-          [] -> default
-        end
-    end
-  rescue
-    # the table went with its process
-    ArgumentError -> default
-  end
-
   ## :gen_statem
 
   @doc "Starts the connection with a validated config map."
@@ -127,9 +78,7 @@ defmodule ZarrBridge.Sidecar.Connection do
   @impl true
   def init(config) do
     Process.flag(:trap_exit, true)
-    table = :ets.new(__MODULE__, [:set, :protected, read_concurrency: true])
-    :ets.insert(table, {:call_timeout, config.call_timeout})
-    :persistent_term.put({__MODULE__, self()}, table)
+    table = Table.new(config.call_timeout)
     data = %__MODULE__{config: config, table: table}
     {:ok, :starting, data, [{:next_event, :internal, :start}]}
   end
@@ -226,12 +175,12 @@ defmodule ZarrBridge.Sidecar.Connection do
     # The sidecar exits when its input reaches EOF; pending callers see
     # this process go down through their monitors.
     close_port(data.port)
-    :persistent_term.erase({__MODULE__, self()})
+    Table.forget()
     :ok
   end
 
   defp state_error(:failed, data), do: data.fatal_error
-  defp state_error(_backoff, data), do: unavailable_error(data)
+  defp state_error(_backoff, data), do: Failure.unavailable_error(data.last_error, data.retry_at)
 
   ## Starting the sidecar
 
@@ -283,7 +232,7 @@ defmodule ZarrBridge.Sidecar.Connection do
     else
       port ->
         {:os_pid, os_pid} = Port.info(port, :os_pid) || {:os_pid, nil}
-        :ets.insert(data.table, {:os_pid, os_pid})
+        Table.put(data.table, :os_pid, os_pid)
         {id, data} = next_id(%{data | hello_id: nil})
         Port.command(port, Protocol.hello(id, "zarr_bridge #{vsn()}"))
 
@@ -341,7 +290,7 @@ defmodule ZarrBridge.Sidecar.Connection do
       stream_frame_bytes: data.stream_frame_bytes
     }
 
-    :ets.insert(data.table, [{:hello, hello}, {:route, route}])
+    Table.ready(data.table, hello, route)
     {:next_state, :ready, data}
   end
 
@@ -356,92 +305,27 @@ defmodule ZarrBridge.Sidecar.Connection do
       details: %{client: Protocol.version()}
     }
 
-    :ets.insert(data.table, {:os_pid, nil})
+    Table.put(data.table, :os_pid, nil)
     data = %{data | port: nil, os_pid: nil, hello_id: nil, fatal_error: error}
     {:next_state, :failed, data}
   end
 
   defp sidecar_down(data, state, status) do
-    :ets.delete(data.table, :route)
-    :ets.delete(data.table, :hello)
-    {reason, text} = down_reason(data, state, status)
+    Table.down(data.table)
+    {reason, text} = Failure.down_reason(data, state, status)
 
-    error =
-      if status == @pool_failed_status do
-        %Error{
-          code: :sidecar_unavailable,
-          message: "the sidecar is not running: #{text}",
-          details: %{reason: reason, exit_status: status, retry_in_ms: 0}
-        }
-      else
-        %Error{
-          code: :sidecar_exited,
-          message: "the sidecar exited (#{status_text(status)}) with the request pending",
-          details: %{exit_status: status}
-        }
-      end
+    error = Failure.pending_error(status, reason, text)
 
     Enum.each(data.pending, fn {_id, {ref, _, _, _}} -> reply(ref, {:error, error}) end)
     Handoff.sweep(data.os_pid)
     failure(%{data | pending: %{}, refs: %{}}, reason, text)
   end
 
-  # Why the sidecar went away: {reason, text}.
-  defp down_reason(%{failed_note: %Error{} = note}, _state, @pool_failed_status) do
-    {{:worker_pool_failed, note.message},
-     note.message <>
-       " (the sidecar's stderr above has the traceback; a module on its import path, " <>
-       "from $PYTHONPATH or the :env option, may shadow numpy, numcodecs or zarr)"}
-  end
-
-  defp down_reason(_data, _state, @pool_failed_status) do
-    {{:worker_pool_failed, nil},
-     "the sidecar exited (status #{@pool_failed_status}): its worker pool cannot start " <>
-       "(its stderr above says why)"}
-  end
-
-  defp down_reason(data, :starting, status) do
-    case Launcher.check_import(data.launch, data.config.env) do
-      {:error, output} ->
-        {{:pybridge_not_importable, output},
-         "#{data.launch.python} (#{data.launch.why}) cannot import pybridge " <>
-           "(#{last_line(output)}); run `mix zarr_bridge.install` in your project, " <>
-           "or point the :python option or $ZARR_BRIDGE_PYTHON at a Python that has it"}
-
-      :ok ->
-        {{:exit_status, status},
-         "the sidecar exited (#{status_text(status)}) before answering hello; " <>
-           "its stderr above says why"}
-    end
-  end
-
-  defp down_reason(data, _state, status) do
-    uptime = (now_ms() - data.started_at) / 1000
-
-    {{:exit_status, status},
-     "the sidecar exited (#{status_text(status)}) after " <>
-       "#{:erlang.float_to_binary(uptime, decimals: 1)} s"}
-  end
-
-  defp last_line(output), do: output |> String.split("\n", trim: true) |> List.last("")
-
-  # Errors that restarting does not fix: logged once, retried quietly.
-  defp config_error?({kind, _})
-       when kind in [
-              :python_not_found,
-              :no_python_env,
-              :pybridge_not_importable,
-              :worker_pool_failed
-            ],
-       do: true
-
-  defp config_error?(_reason), do: false
-
   # Records a failed or ended sidecar and starts the next one now or later.
   defp failure(data, reason, text) do
     now = now_ms()
     lived = if data.started_at, do: now - data.started_at, else: 0
-    config? = config_error?(reason)
+    config? = Failure.config_error?(reason)
     {failures, delay} = Backoff.next(data.failures, lived, config?)
     next = if delay == 0, do: "restarting it now", else: "next attempt in #{delay} ms"
 
@@ -458,7 +342,7 @@ defmodule ZarrBridge.Sidecar.Connection do
         Logger.error("#{log_name()}: #{text}; #{next} (failure #{failures})")
     end
 
-    :ets.insert(data.table, {:os_pid, nil})
+    Table.put(data.table, :os_pid, nil)
 
     data = %{
       data
@@ -479,16 +363,6 @@ defmodule ZarrBridge.Sidecar.Connection do
     end
   end
 
-  defp unavailable_error(%{last_error: {reason, text}, retry_at: retry_at}) do
-    retry_in = if retry_at, do: max(retry_at - now_ms(), 0), else: 0
-
-    %Error{
-      code: :sidecar_unavailable,
-      message: "the sidecar is not running: #{text}; next start attempt in #{retry_in} ms",
-      details: %{reason: reason, retry_in_ms: retry_in}
-    }
-  end
-
   ## Requests and replies
 
   defp send_request(data, ref, body, size, upload) do
@@ -499,33 +373,13 @@ defmodule ZarrBridge.Sidecar.Connection do
 
     cond do
       frame_size > data.max_frame_bytes ->
-        reply(
-          ref,
-          {:error,
-           %Error{
-             code: :frame_too_large,
-             message:
-               "the request frame is #{frame_size} bytes, over the limit of " <>
-                 "#{data.max_frame_bytes}; send large payloads with the :upload option",
-             details: %{bytes: frame_size, limit: data.max_frame_bytes}
-           }}
-        )
+        reply(ref, {:error, Failure.frame_too_large(frame_size, data.max_frame_bytes)})
 
         data
 
       # Refused here, so that a huge upload is not sent only to be dropped.
       upload != nil and request_limit != nil and upload > request_limit ->
-        reply(
-          ref,
-          {:error,
-           %Error{
-             code: :too_large,
-             message:
-               "an upload of #{upload} bytes is over the sidecar's per-request limit of " <>
-                 "#{request_limit} bytes (the :max_request_bytes option)",
-             details: %{bytes: upload, limit: request_limit}
-           }}
-        )
+        reply(ref, {:error, Failure.too_large(upload, request_limit)})
 
         data
 
@@ -657,10 +511,6 @@ defmodule ZarrBridge.Sidecar.Connection do
 
   defp kill_os_process(os_pid),
     do: System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
-
-  defp status_text(nil), do: "no exit status"
-  defp status_text(status) when status > 128, do: "status #{status}, signal #{status - 128}"
-  defp status_text(status), do: "status #{status}"
 
   defp positive(n, _default) when is_integer(n) and n > 0, do: n
   defp positive(_n, default), do: default
