@@ -33,25 +33,33 @@ defmodule ZarrBridge do
 
   ## Example
 
-      {:ok, array} =
-        ZarrBridge.create(
-          shape: {500, 500},
-          chunks: {50, 50},
-          dtype: :int32,
-          compressor: :zlib,
-          storage: :filesystem,
-          path: "/shared/data/results",
-          zarr_version: 2
-        )
+  (These examples run as doctests against a real sidecar; the directory
+  `dir` is a fresh temporary directory.)
 
-      :ok = ZarrBridge.Array.set_slice(array, data, start: {0, 0}, stop: {500, 500})
-      :ok = ZarrBridge.Array.put_attributes(array, %{"units" => "counts"})
-
-      {:ok, array} = ZarrBridge.open(storage: :filesystem, path: "/shared/data/measurements")
-      {:ok, slice} = ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {100, 50})
-
-      {:ok, names} = ZarrBridge.open(storage: :zip, path: "/shared/data/archive.zip",
-                                     node: "labels/names")
+      iex> dir = ZarrBridge.Test.DocFiles.dir()
+      iex> {:ok, array} =
+      ...>   ZarrBridge.create(
+      ...>     shape: {500, 500},
+      ...>     chunks: {50, 50},
+      ...>     dtype: :int32,
+      ...>     compressor: :zlib,
+      ...>     storage: :filesystem,
+      ...>     path: Path.join(dir, "results"),
+      ...>     zarr_version: 2
+      ...>   )
+      iex> ZarrBridge.Array.set_slice(array, {{1, 2}, {3, 4}}, start: {0, 0}, stop: {2, 2})
+      :ok
+      iex> ZarrBridge.Array.put_attributes(array, %{"units" => "counts"})
+      :ok
+      iex> {:ok, array} = ZarrBridge.open(storage: :filesystem, path: Path.join(dir, "results"))
+      iex> ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {2, 3})
+      {:ok, {{1, 2, 0}, {3, 4, 0}}}
+      iex> {:ok, root} = ZarrBridge.Group.create(storage: :zip, path: Path.join(dir, "archive.zip"))
+      iex> {:ok, _} = ZarrBridge.Group.create_array(root, "labels/names", shape: {2}, dtype: :string)
+      iex> {:ok, names} = ZarrBridge.open(storage: :zip, path: Path.join(dir, "archive.zip"),
+      ...>                                node: "labels/names")
+      iex> names.metadata.shape
+      {2}
 
   Both Zarr formats are read and written (the format of an existing array is
   detected from its `.zarray` or `zarr.json`), and the arrays are the same

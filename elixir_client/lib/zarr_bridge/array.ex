@@ -93,11 +93,13 @@ defmodule ZarrBridge.Array do
   @doc """
   Reads a slice as nested tuples.
 
-      {:ok, data} = ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {100, 50})
-      elem(elem(data, 0), 0)
-
-      # every other row and every third column
-      {:ok, data} = ZarrBridge.Array.get_slice(array, step: {2, 3})
+      iex> {:ok, array} = ZarrBridge.create(shape: {4, 6}, dtype: :int32, storage: :memory, path: "doc-get")
+      iex> :ok = ZarrBridge.Array.set_slice(array, for(r <- 0..3, do: for(c <- 0..5, do: 10 * r + c)))
+      iex> ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {2, 3})
+      {:ok, {{0, 1, 2}, {10, 11, 12}}}
+      iex> # every other row and every third column
+      iex> ZarrBridge.Array.get_slice(array, step: {2, 3})
+      {:ok, {{0, 3}, {20, 23}}}
 
   Options: `start:`, `stop:` (default: the whole array), `step:` (default:
   all ones), `handoff:` (see `read/2`), `server:`, `timeout:`.
@@ -114,7 +116,12 @@ defmodule ZarrBridge.Array do
   @doc """
   Writes nested tuples (or lists) into a slice.
 
-      :ok = ZarrBridge.Array.set_slice(array, {{1, 2}, {3, 4}}, start: {0, 0}, stop: {2, 2})
+      iex> {:ok, array} = ZarrBridge.create(shape: {3, 3}, dtype: :int32, storage: :memory, path: "doc-set")
+      iex> ZarrBridge.Array.set_slice(array, {{1, 2}, {3, 4}}, start: {0, 0}, stop: {2, 2})
+      :ok
+      iex> ZarrBridge.Array.set_slice(array, {{1, 2}}, start: {0, 0}, stop: {2, 2})
+      ...> |> elem(1) |> Map.fetch!(:code)
+      :data_size_mismatch
 
   The data's shape must be exactly `stop - start`, or the result is
   `{:error, %ZarrBridge.Error{code: :data_size_mismatch}}`. Without `stop:`
@@ -147,13 +154,10 @@ defmodule ZarrBridge.Array do
 
   Options:
     * `start:`, `stop:`, `step:` - the selection (default: the whole array);
-    * `handoff:` - `true` asks the sidecar to hand large results over in a
-      shared-memory file rather than through the pipe (same host only);
-      `false` never does. By default it is asked for when the result is
-      1 MiB or more (fixed-size dtypes only). It is never asked for when
-      the sidecar's `hello` says handoff is not usable for this client
-      (`ZarrBridge.Sidecar.handoff_usable?/1`), and a sidecar that cannot
-      make the file answers through the pipe;
+    * `handoff:` - `:auto` (the default) or `true` lets the sidecar hand
+      a result of a fixed-size dtype over in a shared-memory file from its
+      handoff threshold on; `false` keeps it on the pipe. See "Handoff" in
+      `ZarrBridge.Sidecar`, the one meaning of the option;
     * `server:`, `timeout:`.
   """
   @spec read(t, keyword) :: {:ok, NDArray.t()} | {:error, Error.t()}

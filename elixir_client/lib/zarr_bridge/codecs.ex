@@ -45,11 +45,14 @@ defmodule ZarrBridge.Codecs do
 
   ## Examples
 
-      {:ok, packed} = ZarrBridge.Codecs.encode({:zstd, level: 3}, data)
-      {:ok, ^data} = ZarrBridge.Codecs.decode(:zstd, packed)
-
-      ZarrBridge.Codecs.codec_available?(:blosc)
-      #=> true
+      iex> data = :binary.copy("zarr", 1000)
+      iex> {:ok, packed} = ZarrBridge.Codecs.encode({:zstd, level: 3}, data)
+      iex> byte_size(packed) < byte_size(data)
+      true
+      iex> ZarrBridge.Codecs.decode(:zstd, packed) == {:ok, data}
+      true
+      iex> ZarrBridge.Codecs.codec_available?(:blosc)
+      {:ok, true}
   """
 
   alias ZarrBridge.{CodecSpec, Dtype, Error, Options, Sidecar}
