@@ -57,8 +57,34 @@ defmodule ZarrBridge.NDArray do
   @enforce_keys [:data, :shape, :dtype]
   defstruct [:data, :shape, :dtype]
 
+  @typedoc "A time unit of `:datetime64` and `:timedelta64`, as numpy names it."
+  @type time_base_unit :: :Y | :M | :W | :D | :h | :m | :s | :ms | :us | :ns | :ps | :fs | :as
+  @typedoc "A time unit, or a multiple of one (`{10, :ms}`)."
+  @type time_unit :: time_base_unit | {pos_integer, time_base_unit}
+
   @typedoc "A dtype; see the module doc."
-  @type dtype :: Dtype.t()
+  @type dtype ::
+          :bool
+          | :int8
+          | :int16
+          | :int32
+          | :int64
+          | :uint8
+          | :uint16
+          | :uint32
+          | :uint64
+          | :float16
+          | :float32
+          | :float64
+          | :complex64
+          | :complex128
+          | {:datetime64, time_unit}
+          | {:timedelta64, time_unit}
+          | {:fixed_bytes, pos_integer}
+          | {:fixed_unicode, pos_integer}
+          | :string
+          | :bytes
+          | [{String.t(), dtype}]
 
   @type float_value :: float | :nan | :infinity | :neg_infinity
 
