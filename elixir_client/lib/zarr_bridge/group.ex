@@ -131,7 +131,7 @@ defmodule ZarrBridge.Group do
   def create_array(%__MODULE__{} = group, name, opts) when is_list(opts) do
     refuse_where!(opts)
     opts = Keyword.put_new(opts, :zarr_version, group.zarr_format || 3)
-    ZarrBridge.create(member_opts(group, name, opts))
+    Array.Open.create(member_opts(group, name, opts))
   end
 
   @doc "Like `create_array/3`, but raises `ZarrBridge.Error`."
@@ -163,7 +163,7 @@ defmodule ZarrBridge.Group do
   def open_array(%__MODULE__{} = group, name, opts \\ []) when is_list(opts) do
     Options.check!(opts, [:mode | @common])
     opts = Keyword.put_new(opts, :mode, member_mode(group))
-    ZarrBridge.open(member_opts(group, name, opts))
+    Array.Open.open(member_opts(group, name, opts))
   end
 
   @doc "Like `open_array/3`, but raises `ZarrBridge.Error`."

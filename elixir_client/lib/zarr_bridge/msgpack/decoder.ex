@@ -3,14 +3,14 @@ defmodule ZarrBridge.Msgpack.Decoder do
   # The decoding half of ZarrBridge.Msgpack (its docs say what maps to
   # what): one value at the head of a binary, with a depth limit and an
   # element budget; errors travel up the recursion as a throw of
-  # {ZarrBridge.Msgpack, reason} and come out as {:error, reason}.
+  # {__MODULE__, reason} and come out as {:error, reason}.
 
-  @tag ZarrBridge.Msgpack
+  @tag __MODULE__
   @max_depth 512
   @max_elements 1_048_576
   # The process dictionary key holding the values still allowed in the
   # decode under way (see count/1).
-  @budget {ZarrBridge.Msgpack, :budget}
+  @budget {__MODULE__, :budget}
   @max_nsec 999_999_999
 
   @doc "The deepest nesting of arrays and maps a decode takes."
