@@ -172,6 +172,8 @@ defmodule ZarrBridge.Sidecar do
          "`\"handoff\" => false` when handoff is not usable with this sidecar."}
   ]
 
+  @call_defaults Schema.defaults(@call_options)
+
   @typedoc "A sidecar: its pid or its registered name."
   @type server :: GenServer.server()
 
@@ -252,7 +254,7 @@ defmodule ZarrBridge.Sidecar do
   @spec call(server, String.t(), map, [call_option]) :: {:ok, map} | {:error, Error.t()}
   def call(server, method, params, opts \\ [])
       when is_binary(method) and is_map(params) and is_list(opts) do
-    opts = Schema.validate!(opts, @call_options, "ZarrBridge.Sidecar.call/4")
+    opts = Schema.validate!(opts, @call_options, "ZarrBridge.Sidecar.call/4", @call_defaults)
 
     case GenServer.whereis(server) do
       pid when is_pid(pid) -> Caller.call(pid, method, params, opts)

@@ -3,6 +3,8 @@ defmodule ZarrBridge.CodecsTest do
   # against plain numcodecs in a separate Python process as the other side.
   use ExUnit.Case, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Codecs, Error, NDArray}
   alias ZarrBridge.Test.Python
 
@@ -257,7 +259,7 @@ defmodule ZarrBridge.CodecsTest do
     # numcodecs itself cannot decode what zstd, lz4 and blosc make of empty
     # input; the sidecar reports that as decode_failed, the others round-trip.
     test "empty input behaves as in numcodecs" do
-      dir = tmp_dir()
+      dir = tmp_dir("codecs")
 
       for codec <- @interop do
         assert {:ok, encoded} = Codecs.encode(codec, <<>>)
@@ -450,7 +452,7 @@ defmodule ZarrBridge.CodecsTest do
       assert Codecs.pipeline_decode(spec, stored) == {:ok, data}
 
       # numcodecs applies the same steps: shuffle(4) then delta(int32) then zlib.
-      dir = tmp_dir()
+      dir = tmp_dir("codecs")
       File.write!(Path.join(dir, "stored"), stored)
 
       Python.run!(
@@ -567,7 +569,7 @@ defmodule ZarrBridge.CodecsTest do
     ]
 
     test "Elixir encodes, numcodecs decodes; numcodecs encodes, Elixir decodes" do
-      dir = tmp_dir()
+      dir = tmp_dir("codecs")
       inputs = [<<42>>, typed(:float64), :crypto.strong_rand_bytes(300_001), typed(:int16, 3)]
 
       # Elixir -> Python
@@ -671,11 +673,4 @@ defmodule ZarrBridge.CodecsTest do
 
   defp elem_or_self({name, _opts}), do: name
   defp elem_or_self(name), do: name
-
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-codecs-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 end

@@ -9,6 +9,8 @@ defmodule ZarrBridge.ReliabilityTest do
   # Not async: these tests kill processes and load the two cores.
   use ZarrBridge.Test.SidecarCase, async: false
 
+  import ZarrBridge.Test.TmpDir
+
   import ExUnit.CaptureLog
 
   alias ZarrBridge.Test.Python
@@ -20,13 +22,6 @@ defmodule ZarrBridge.ReliabilityTest do
   ## content fills chunk k with the value g * 1000 + k.
 
   defp fs(dir), do: %{"kind" => "filesystem", "path" => dir}
-
-  defp tmp_dir(tag) do
-    dir = Path.join(System.tmp_dir!(), "zb-#{tag}-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   defp create_banded!(pid, dir, rows, cols, band, compressor) do
     params = %{

@@ -29,17 +29,21 @@ defmodule ZarrBridge.Options.Schema do
 
   @doc """
   The options `opts` checked against `schema`, as a map with every option
-  (the defaults filled in). `owner` names the caller in messages.
+  (the defaults filled in). `owner` names the caller in messages;
+  `defaults` is `defaults(schema)`, when the caller computed it already.
   """
-  @spec validate!(term, t, String.t()) :: map
-  def validate!(opts, schema, owner) do
+  @spec validate!(term, t, String.t(), map) :: map
+  def validate!(opts, schema, owner, defaults \\ nil)
+
+  # The common case, kept cheap for calls: nothing given.
+  def validate!([], schema, _owner, defaults), do: defaults || defaults(schema)
+
+  def validate!(opts, schema, owner, defaults) do
     unless is_list(opts) and Keyword.keyword?(opts) do
       raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
     end
 
-    defaults = Map.new(schema, fn {name, {_type, default, _doc}} -> {name, default} end)
-
-    Enum.reduce(opts, defaults, fn {key, value}, acc ->
+    Enum.reduce(opts, defaults || defaults(schema), fn {key, value}, acc ->
       case List.keyfind(schema, key, 0) do
         {^key, {type, default, _doc}} ->
           Map.put(acc, key, cast!(key, type, default, value))
@@ -51,6 +55,11 @@ defmodule ZarrBridge.Options.Schema do
       end
     end)
   end
+
+  @doc "Every option of `schema` with its default (pass it to `validate!/4` to save the work)."
+  @spec defaults(t) :: map
+  def defaults(schema),
+    do: Map.new(schema, fn {name, {_type, default, _doc}} -> {name, default} end)
 
   defp cast!(_key, _type, nil, nil), do: nil
 
