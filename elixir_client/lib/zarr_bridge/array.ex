@@ -201,17 +201,20 @@ defmodule ZarrBridge.Array do
   Data of at least the sidecar's handoff threshold (4 MiB by default) is
   handed over through shared memory (same host only): it is written into a
   file in `/dev/shm` that the sidecar's workers encode from directly, which
-  spares the pipe. Other data larger than 256 KiB (or all of it with
+  spares the pipe. Other data larger than one stream frame (the sidecar's
+  `stream_frame_bytes`, 256 KiB by default; or all of it with
   `handoff: false`, when the file cannot be written, or when handoff is not
   usable with this sidecar, see `ZarrBridge.Sidecar.handoff_usable?/1`) is
-  uploaded as a stream; smaller data travels in the request. Variable-length values
+  uploaded as a stream; smaller data travels in the request. Both limits
+  come from the sidecar's `hello`. Variable-length values
   always travel in the request, so one write of them is limited by the
   sidecar's frame size (64 MiB by default): write large string arrays in
   slices.
 
-  Options: `start:` (default: the origin), `stop:`, `handoff:` (`true`
-  hands any upload over through shared memory, `false` never does; see
-  `ZarrBridge.Sidecar.call/4`), `server:`, `timeout:`.
+  Options: `start:` (default: the origin), `stop:`, `handoff:` (`:auto`
+  by default; `true` hands any upload over through shared memory, `false`
+  never does; see "Handoff" in `ZarrBridge.Sidecar`), `server:`,
+  `timeout:`.
   """
   @spec write(t, NDArray.t() | binary, keyword) :: :ok | {:error, Error.t()}
   def write(array, data, opts \\ [])

@@ -225,7 +225,7 @@ defmodule ZarrBridge.Codecs do
   workers; the results are in input order. Options as for `decode/3`, and:
 
     * `handoff:` - `:auto` (the default) or `true` lets the sidecar hand large results
-      (4 MiB or more in all, its `handoff_threshold`) over through one
+      (its `handoff_threshold` or more in all, 4 MiB by default) over through one
       shared-memory file instead of the pipe, and large batches of items
       travel to it the same way; the results are then sub-binaries of one
       binary that this call reads (keeping one of them keeps that whole
