@@ -34,14 +34,6 @@ defmodule ZarrBridge.ErrorTest do
       assert length(sent) > 20
       assert sent -- Enum.map(Error.codes(), &Atom.to_string/1) == []
     end
-
-    test "every code is documented in the moduledoc" do
-      {:docs_v1, _, _, _, %{"en" => moduledoc}, _, _} = Code.fetch_docs(Error)
-
-      for code <- Error.codes() do
-        assert moduledoc =~ "`#{inspect(code)}`"
-      end
-    end
   end
 
   describe "from_wire/1" do
