@@ -32,6 +32,8 @@ class Endpoint:
 class TestServer(Protocol):
     """What every server class offers."""
 
+    __test__ = False  # not a pytest test class
+
     kind: str
 
     def start(self) -> Endpoint: ...
