@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 from servers import Endpoint, TestServer
-from servers.fixtures import azure_server, fresh, gcs_server, http_server, s3_server
+from servers.fixtures import azure_server, fresh, gcs_server, http_server, s3_auth_server, s3_server
 from servers.s3 import S3Server
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, ZstdCodec
@@ -25,7 +25,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from pybridge.errors import AccessDenied, BridgeError, ForbiddenPath, InvalidParams, NoSuchBucket, ReadOnly, StoreUnavailable
 from pybridge.stores import check_allowed, open_remote_store, parse_spec, probe, redact, redacted_map, store_errors
 
-__all__ = ["azure_server", "gcs_server", "http_server", "s3_server"]
+__all__ = ["azure_server", "gcs_server", "http_server", "s3_auth_server", "s3_server"]
 
 BUCKET = "zb-test"
 SERVERS = {"s3": "s3_server", "gcs": "gcs_server", "azure": "azure_server"}
@@ -242,6 +242,23 @@ def test_wrong_azure_key_is_access_denied_and_redacted(azure_server: TestServer,
     text = str(err.value.to_wire())
     assert wrong not in text
     assert ep.options["account_key"] not in text
+
+
+@pytest.mark.parametrize("engine", ["obstore", "fsspec"])
+def test_wrong_s3_key_is_access_denied_and_redacted(s3_auth_server: TestServer, engine: str) -> None:
+    ep = s3_auth_server.endpoint
+    bucket = f"zb-auth-{engine}"
+    make_bucket(ep, bucket)
+    good = parse_spec(store_map(ep, bucket=bucket, engine=engine))
+    probe(open_remote_store(good), good)  # the right key works
+    wrong_secret = "WrongSecretWrongSecretWrongSecret0123456"
+    for bad in ({"secret_access_key": wrong_secret}, {"access_key_id": "AKIAWRONGWRONGWRONG1", "secret_access_key": wrong_secret}):
+        spec = parse_spec(store_map(ep, bucket=bucket, engine=engine, **bad))
+        with pytest.raises(AccessDenied) as err:
+            probe(open_remote_store(spec), spec)
+        assert err.value.code == "access_denied"
+        text = str(err.value.to_wire())
+        assert wrong_secret not in text and ep.options["secret_access_key"] not in text
 
 
 @pytest.mark.parametrize("engine", ["obstore", "fsspec"])

@@ -47,6 +47,12 @@ def azure_server() -> Iterator[TestServer]:
 
 
 @pytest.fixture(scope="session")
+def s3_auth_server() -> Iterator[TestServer]:
+    """S3 that checks the access key (moto with IAM enforced, own process)."""
+    yield from _session_server("s3_auth")
+
+
+@pytest.fixture(scope="session")
 def http_server() -> Iterator[TestServer]:
     yield from _session_server("http")
 

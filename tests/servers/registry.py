@@ -9,12 +9,14 @@ from .base import TestServer
 from .gcs import GcsServer
 from .http import HttpServer
 from .s3 import S3Server
+from .s3_auth import S3AuthServer
 
 KINDS: dict[str, Callable[[], TestServer]] = {
     "s3": S3Server,
     "gcs": GcsServer,
     "azure": AzureServer,
     "http": HttpServer,
+    "s3_auth": S3AuthServer,
 }
 
 
