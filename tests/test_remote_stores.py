@@ -198,6 +198,33 @@ def test_http_store_refuses_writes(http_server: TestServer, engine: str) -> None
     np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:], np.full(4, 7, "u1"))
 
 
+@pytest.mark.parametrize("fault", ["503", "drop"])
+def test_http_reads_are_retried_through_5xx_and_dropped_bodies(http_server: TestServer, fault: str) -> None:
+    ep = fresh(http_server)
+    data = np.arange(600, dtype="<i4")
+    zarr.create_array(zarr.storage.LocalStore(ep.options["root"]), name="a", shape=(600,), chunks=(100,), dtype="<i4")[:] = data
+    retry = {"max_retries": 4, "timeout_s": 10.0, "initial_backoff_s": 0.01}
+    store = open_remote_store({"kind": "http", "url": ep.url, "retry": retry})
+    http_server.fail_next(3, fault)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:], data)
+    assert http_server.faults.injected == 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fault", ["503", "drop"])
+def test_http_faults_beyond_the_retries_are_store_unavailable(http_server: TestServer, fault: str) -> None:
+    ep = fresh(http_server)
+    zarr.create_array(zarr.storage.LocalStore(ep.options["root"]), name="a", shape=(10,), chunks=(10,), dtype="u1")[:] = 3
+    spec = parse_spec({"kind": "http", "url": ep.url, "retry": {"max_retries": 1, "timeout_s": 5.0, "initial_backoff_s": 0.01}})
+    store = open_remote_store(spec)
+    http_server.fail_next(100, fault)  # type: ignore[attr-defined]
+    with pytest.raises(StoreUnavailable) as err, store_errors(spec):
+        zarr.open_array(store, path="a", mode="r")
+    assert err.value.code == "store_unavailable"
+    http_server.faults.clear()  # type: ignore[attr-defined]
+    # The server is fine again: the same store reads.
+    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:], np.full(10, 3, "u1"))
+
+
 def test_http_range_requests_are_partial(http_server: TestServer) -> None:
     import urllib.request
 

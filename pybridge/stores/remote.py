@@ -378,7 +378,12 @@ def open_remote_store(
     check_allowed(spec, allowed)
     with store_errors(spec):
         builder = _BUILDERS[(spec.kind, spec.engine)]
-        return builder(spec)
+        store = builder(spec)
+    if spec.kind == "file":
+        return store
+    from .retry import RetryingStore
+
+    return RetryingStore(store, spec)
 
 
 def _client_options(spec: RemoteSpec) -> dict[str, Any]:
@@ -660,7 +665,8 @@ def probe(store: Store, spec: RemoteSpec) -> None:
     from zarr.core.sync import sync
 
     async def first_key() -> None:
-        fs = getattr(store, "fs", None)
+        inner = getattr(store, "_store", store)
+        fs = getattr(inner, "fs", None)
         if fs is not None and spec.bucket and spec.kind in ("s3", "gcs", "azure"):
             # FsspecStore.list_dir reads a missing bucket as an empty listing.
             try:
@@ -697,6 +703,7 @@ _DENIED_STATUS = re.compile(r"\b(401|403)\b")
 _UNAVAILABLE = (
     "error sending request", "connection refused", "connection reset", "cannot connect",
     "connect call failed", "could not connect", "timed out", "timeout", "broken pipe", "server disconnected",
+    "body error", "interrupted", "incomplete", "payload", "connection closed", "unexpected eof",
     "service unavailable", "bad gateway", "internal server error", "internalerror",
 )  # fmt: skip
 _UNAVAILABLE_STATUS = re.compile(r"\b(500|502|503|504)\b")

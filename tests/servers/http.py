@@ -30,7 +30,27 @@ class RangeRequestHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         return
 
+    # Set by HttpServer: the faults still to inject (shared by all handlers).
+    faults: _Faults
+
     def send_head(self) -> Any:
+        fault = self.faults.take()
+        if fault == "503":
+            self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
+            self.send_header("Content-Length", "0")
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            return None
+        if fault == "drop":
+            # Promise a body, send part of it, and hang up.
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"\0" * 1000)
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return None
         header = self.headers.get("Range")
         path = self.translate_path(self.path)
         if header is None or os.path.isdir(path):
@@ -78,6 +98,31 @@ class RangeRequestHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+class _Faults:
+    """Faults to inject into the next GET/HEAD requests, in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[str] = []
+        self.injected = 0
+
+    def add(self, fault: str, count: int) -> None:
+        with self._lock:
+            self._queue.extend([fault] * count)
+
+    def take(self) -> str | None:
+        with self._lock:
+            if not self._queue:
+                return None
+            self.injected += 1
+            return self._queue.pop(0)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self.injected = 0
+
+
 def _parse_range(match: re.Match[str] | None, size: int) -> tuple[int, int] | None:
     """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` as inclusive ``(start, end)``, or None."""
     if match is None:
@@ -108,13 +153,24 @@ class HttpServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._endpoint: Endpoint | None = None
+        self.faults = _Faults()
+
+    def fail_next(self, count: int, fault: str = "503") -> None:
+        """Answer the next ``count`` requests with ``fault``: ``"503"`` (an empty
+        503) or ``"drop"`` (a 200 whose body stops early)."""
+        if fault not in ("503", "drop"):
+            raise ValueError(f"unknown fault {fault!r}")
+        self.faults.add(fault, count)
 
     def start(self) -> Endpoint:
         root = str(self.root)
+        faults = self.faults
 
         class Handler(RangeRequestHandler):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, directory=root, **kwargs)
+
+        Handler.faults = faults
 
         try:
             httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -135,7 +191,8 @@ class HttpServer:
         return self._endpoint
 
     def reset(self) -> None:
-        """Empty the served directory."""
+        """Empty the served directory and forget pending faults."""
+        self.faults.clear()
         for child in self.root.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
