@@ -409,9 +409,18 @@ def test_spec_repr_and_description_hide_credentials() -> None:
         },
         env={},
     )
-    for text in (repr(spec), str(spec.describe())):
+    texts = [repr(spec), str(spec.describe())]
+    for engine in ("obstore", "fsspec"):
+        store = open_remote_store(
+            {"kind": "s3", "bucket": "b", "access_key_id": "AKIAREPRKEY", "secret_access_key": "repr-secret-123",
+             "endpoint_url": "http://127.0.0.1:9", "engine": engine},
+            env={},
+        )  # fmt: skip
+        texts += [repr(store), str(store), repr(store._store), str(store._store)]  # type: ignore[attr-defined]
+    assert "s3://b" in texts[2]
+    for text in texts:
         for secret in ("AKIAREPRKEY", "repr-secret-123", "sess-tok-456"):
-            assert secret not in text
+            assert secret not in text, text
 
 
 def test_translated_errors_are_bridge_errors_with_wire_codes() -> None:
