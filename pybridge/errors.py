@@ -160,3 +160,28 @@ class Cancelled(BridgeError):
     """Raised inside a handler whose request was cancelled; never replied."""
 
     code = "cancelled"
+
+
+# --- Remote (object-storage) store errors (issue 13) ---------------------------
+
+
+class AccessDenied(BridgeError, PermissionError):
+    """The object store refused the credentials or the operation (401/403)."""
+
+    code = "access_denied"
+
+
+class NoSuchBucket(BridgeError, FileNotFoundError):
+    """The bucket or container named in the store map does not exist."""
+
+    code = "no_such_bucket"
+
+
+class StoreUnavailable(BridgeError, ConnectionError):
+    """The object store did not answer (connection refused or dropped, 5xx,
+    timeouts) after the retries the store map allows."""
+
+    code = "store_unavailable"
+
+
+__all__ += ["AccessDenied", "NoSuchBucket", "StoreUnavailable"]

@@ -10,6 +10,9 @@
 #   import package pybridge) installed editable plus its test extras (and the
 #   bench extras with --bench), its dependencies pinned by constraints.txt.
 #   The Elixir tests find it at run time as this checkout's .venv.
+# - Azurite (the Azure test server) from npm into .tools/, with Debian's
+#   nodejs/npm when node is missing. The other test servers are PyPI packages
+#   in the test extra (moto, gcp-storage-emulator).
 # - `mix release` (the fresh_app test) needs nothing beyond Debian's elixir
 #   package: erlang-base carries erts and sasl.
 # - The Elixir client compiled.
@@ -82,6 +85,22 @@ if [ "$needs_install" -eq 1 ]; then
   "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[$extras]"
   echo "$extras" > "$stamp"
 fi
+
+# --- Azurite (the Azure test server) -------------------------------------------
+# From the npm registry into .tools/ (git-ignored), never globally; node and
+# npm from Debian when missing. tests/servers/azure.py runs
+# .tools/node_modules/.bin/azurite-blob.
+azurite_version=3.35.0
+azurite=.tools/node_modules/.bin/azurite-blob
+if [ ! -x "$azurite" ] || ! grep -q "\"version\": \"$azurite_version\"" .tools/node_modules/azurite/package.json 2>/dev/null; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+  fi
+  say "installing azurite@$azurite_version into .tools"
+  mkdir -p .tools
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error --no-save "azurite@$azurite_version" >/dev/null
+fi
+[ -x "$azurite" ] || die "azurite-blob is still missing after npm install (see .tools/)"
 
 # The machine may set PYTHONDONTWRITEBYTECODE=1; bytecode compiled here is
 # still read at import, which saves the sidecar ~20 ms at every start.
