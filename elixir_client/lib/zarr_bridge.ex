@@ -72,7 +72,7 @@ defmodule ZarrBridge do
   @type mode :: :r | :"r+" | :a | :w | :"w-"
   @type storage :: :filesystem | :zip | :memory
 
-  @store_keys [:storage, :path, :node, :server, :timeout]
+  @store_keys [:node, :server, :timeout | ZarrBridge.Store.keys()]
 
   @doc """
   Creates an array and returns it.
@@ -194,12 +194,16 @@ defmodule ZarrBridge do
     node = Options.node!(opts)
     params = %{"store" => store, "path" => node}
 
-    case Sidecar.call(
-           Options.server(opts),
-           "store.consolidate_metadata",
-           params,
-           Options.call_opts(opts)
-         ) do
+    with :ok <- ZarrBridge.Store.check_writable(store, "r+") do
+      opts
+      |> Options.server()
+      |> Sidecar.call("store.consolidate_metadata", params, Options.call_opts(opts))
+      |> consolidated(opts, {storage, path, store, node})
+    end
+  end
+
+  defp consolidated(result, opts, {storage, path, store, node}) do
+    case result do
       {:ok, %{"group" => info}} ->
         Group.from_info(info, %{
           storage: storage,
