@@ -362,16 +362,14 @@ defmodule ZarrBridge.Group do
   defp base_params(group), do: %{"store" => group.store, "path" => group.node}
 
   defp member_opts(group, name, opts) do
-    [
-      storage: group.storage,
-      path: path_option(group),
-      node: Options.join_node(group.node, name),
-      server: Keyword.get(opts, :server, group.server)
-    ] ++ Keyword.delete(opts, :server)
+    # The memory store's name is the path as given; files are absolute
+    # already; an object store's options come back from its wire map.
+    ZarrBridge.Store.options(group.storage, group.path, group.store) ++
+      [
+        node: Options.join_node(group.node, name),
+        server: Keyword.get(opts, :server, group.server)
+      ] ++ Keyword.delete(opts, :server)
   end
-
-  # The memory store's name is the path as given; files are absolute already.
-  defp path_option(%__MODULE__{path: path}), do: path
 
   defp member_mode(%__MODULE__{mode: :r}), do: :r
   defp member_mode(%__MODULE__{}), do: :"r+"

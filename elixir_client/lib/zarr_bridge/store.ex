@@ -199,6 +199,31 @@ defmodule ZarrBridge.Store do
     end
   end
 
+  @doc """
+  The store options that build `store` again (`build!/1` of them gives the
+  same map): how a group passes its store on to its members.
+  """
+  @spec options(storage, String.t(), map) :: keyword
+  def options(storage, path, _store) when storage in @local, do: [storage: storage, path: path]
+
+  def options(storage, _path, store) when storage in @remote do
+    names = Map.new(@remote_options, fn {key, _} -> {Atom.to_string(key), key} end)
+
+    [storage: storage] ++
+      for {name, value} <- Enum.sort(store), key = names[name], key != nil do
+        {key, option_value(key, value)}
+      end
+  end
+
+  defp option_value(:engine, engine), do: String.to_existing_atom(engine)
+
+  defp option_value(:retry, retry) do
+    retry_names = Map.new(@retry_options, fn {key, _} -> {Atom.to_string(key), key} end)
+    for {name, value} <- retry, do: {Map.fetch!(retry_names, name), value}
+  end
+
+  defp option_value(_key, value), do: value
+
   @doc "Whether the store map names a read-only store (`:http`, or `read_only`)."
   @spec read_only?(map) :: boolean
   def read_only?(%{"kind" => "http"}), do: true
@@ -327,14 +352,14 @@ defmodule ZarrBridge.Store do
       storage == :http and kind != :http ->
         raise ArgumentError, "an :http store needs an http:// or https:// url"
 
-      uri.userinfo != nil ->
-        raise ArgumentError, "url: takes no credentials; give them as options"
+      uri.userinfo != nil or (kind == :http and String.contains?(url, "@")) ->
+        raise ArgumentError, "url: takes no credentials (no user@); give them as options"
 
       uri.query != nil or uri.fragment != nil ->
         raise ArgumentError, "url: takes no query or fragment; use storage_options:"
 
       kind in [:http, :s3, :gcs, :azure] and (uri.host || "") == "" ->
-        raise ArgumentError, "url: needs a host or bucket, got: #{inspect(url)}"
+        raise ArgumentError, "url: needs a host or bucket (#{uri.scheme}://HOST/…)"
 
       kind == :file and (uri.path || "") == "" ->
         raise ArgumentError, "a file:// url needs a path"
