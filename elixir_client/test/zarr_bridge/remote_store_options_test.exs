@@ -425,6 +425,22 @@ defmodule ZarrBridge.RemoteStoreOptionsTest do
     end
   end
 
+  test "mix zarr_bridge.info checks the object-store arguments before it starts a sidecar" do
+    info = &Mix.Tasks.ZarrBridge.Info.run/1
+
+    assert_raise Mix.Error, ~r/--engine must be obstore or fsspec/, fn ->
+      info.(["bucket/prefix", "--storage", "s3", "--engine", "boto"])
+    end
+
+    assert_raise Mix.Error, ~r/needs an http/, fn -> info.(["s3://b/p", "--storage", "http"]) end
+
+    assert_raise Mix.Error, ~r/are for object stores/, fn ->
+      info.([System.tmp_dir!(), "--region", "eu-west-1"])
+    end
+
+    assert_raise Mix.Error, ~r/--storage must be/, fn -> info.(["x", "--storage", "ftp"]) end
+  end
+
   test "the object-store error codes are known to the client" do
     for code <- ["access_denied", "no_such_bucket", "store_unavailable"] do
       error =
