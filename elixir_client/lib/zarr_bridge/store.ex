@@ -381,14 +381,17 @@ defmodule ZarrBridge.Store do
   defp wire_value(:retry, retry),
     do: for({k, v} <- retry, v != nil, into: %{}, do: {Atom.to_string(k), v})
 
-  defp wire_value(:storage_options, options), do: ZarrBridge.Options.text_keys(stringify(options))
+  defp wire_value(:storage_options, options), do: stringify(options)
   defp wire_value(_key, value), do: value
 
-  defp stringify(%{} = map),
-    do:
-      Map.new(map, fn {k, v} -> {if(is_atom(k), do: Atom.to_string(k), else: k), stringify(v)} end)
+  # Keys as strings (atoms and charlists too), at every depth.
+  defp stringify(%{} = map) when not is_struct(map),
+    do: Map.new(map, fn {k, v} -> {key_text(k), stringify(v)} end)
 
   defp stringify(other), do: other
+
+  defp key_text(key) when is_atom(key), do: Atom.to_string(key)
+  defp key_text(key), do: Schema.text(key)
 
   defp secret_key?(key) when is_atom(key), do: secret_key?(Atom.to_string(key))
   defp secret_key?(key) when is_binary(key), do: String.downcase(key) in @secret_keys
