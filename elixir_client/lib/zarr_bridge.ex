@@ -31,6 +31,14 @@ defmodule ZarrBridge do
       `""`, the store's root). An array inside a group or a zip is opened
       by that path, e.g. `node: "labels/names"`.
 
+  Object stores take their own options in place of `:path`:
+  `storage: :s3` (`bucket:`, `prefix:`, `region:`, `endpoint_url:`,
+  credentials), `:gcs`, `:azure` (or `:azure_blob`), `:http` (read only,
+  `url:`) and `:url` (`url: "s3://…" | "gs://…" | "az://…" | "https://…"`),
+  with `storage_options:`, `engine:` and `retry:`; see `ZarrBridge.Store`.
+  Credentials left out are read by the sidecar from its environment
+  (`AWS_*`, `GOOGLE_*`, `AZURE_STORAGE_*`).
+
   ## Example
 
   (These examples run as doctests against a real sidecar; the directory
@@ -70,7 +78,7 @@ defmodule ZarrBridge do
   alias ZarrBridge.Array.Open
 
   @type mode :: :r | :"r+" | :a | :w | :"w-"
-  @type storage :: :filesystem | :zip | :memory
+  @type storage :: ZarrBridge.Store.storage()
 
   @store_keys [:node, :server, :timeout | ZarrBridge.Store.keys()]
 
