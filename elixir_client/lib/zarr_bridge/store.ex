@@ -381,8 +381,33 @@ defmodule ZarrBridge.Store do
   defp wire_value(:retry, retry),
     do: for({k, v} <- retry, v != nil, into: %{}, do: {Atom.to_string(k), v})
 
-  defp wire_value(:storage_options, options), do: stringify(options)
+  defp wire_value(:storage_options, options), do: options |> plain!([]) |> stringify()
   defp wire_value(_key, value), do: value
+
+  # storage_options hold JSON-like values only, so that nothing in them can
+  # fail to encode later with a message that shows the value (a secret).
+  defp plain!(%{} = map, at) when not is_struct(map) do
+    Enum.each(map, fn {key, value} ->
+      unless is_atom(key) or is_binary(key),
+        do: raise(ArgumentError, "storage_options keys must be strings or atoms")
+
+      plain!(value, [key | at])
+    end)
+
+    map
+  end
+
+  defp plain!(list, at) when is_list(list), do: Enum.each(list, &plain!(&1, at)) && list
+
+  defp plain!(value, _at)
+       when is_binary(value) or is_number(value) or is_boolean(value) or is_nil(value),
+       do: value
+
+  defp plain!(_value, at) do
+    raise ArgumentError,
+          "storage_options values must be strings, numbers, booleans, nil, lists or maps " <>
+            "(the value at #{at |> Enum.reverse() |> Enum.map_join(".", &to_string/1)} is not)"
+  end
 
   # Keys as strings (atoms and charlists too), at every depth.
   defp stringify(%{} = map) when not is_struct(map),

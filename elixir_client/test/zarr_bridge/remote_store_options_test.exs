@@ -309,7 +309,14 @@ defmodule ZarrBridge.RemoteStoreOptionsTest do
         fn -> Store.build!(storage: :s3, bucket: "b", storage_options: [key: "AKIASECRETID"]) end,
         fn -> Store.build!(storage: :http, url: "https://user:sEcReT/KeY+value@h/x") end,
         fn -> Store.build!(storage: :gcs, bucket: "b", account_key: "azureKEY==") end,
-        fn -> Store.build!(storage: :url, url: "https://h/x?sig=sig-SAS") end
+        fn -> Store.build!(storage: :url, url: "https://h/x?sig=sig-SAS") end,
+        fn ->
+          Store.build!(
+            storage: :s3,
+            bucket: "b",
+            storage_options: %{"client" => %{"password" => {:pw, "SESSIONtoken"}}}
+          )
+        end
       ]
 
       for attempt <- attempts do
