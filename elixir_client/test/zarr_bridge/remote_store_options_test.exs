@@ -194,6 +194,64 @@ defmodule ZarrBridge.RemoteStoreOptionsTest do
       end
     end
 
+    test "the sidecar's store factory accepts each map and finds the same location" do
+      # pybridge.stores.parse_spec validates a wire map without any request.
+      maps =
+        for opts <- [
+              [
+                storage: :s3,
+                bucket: "b",
+                prefix: "/p/q/",
+                region: "r",
+                access_key_id: "AKIASECRETID",
+                secret_access_key: "sEcReT/KeY+value",
+                engine: :fsspec,
+                retry: [max_retries: 2]
+              ],
+              [
+                storage: :gcs,
+                bucket: "b",
+                token: "anon",
+                project: "p",
+                endpoint_url: "http://h:1"
+              ],
+              [
+                storage: :azure_blob,
+                container: "c",
+                prefix: "x",
+                account_name: "a",
+                account_key: "azureKEY==",
+                anonymous: false
+              ],
+              [storage: :http, url: "https://example.org/data/a.zarr/"],
+              [storage: :url, url: "gs://b/p", token: "anon"],
+              [storage: :url, url: "az://c/p", sas_token: "sig-SAS"],
+              [storage: :url, url: "file:///tmp/x.zarr"]
+            ] do
+          {_storage, location, store} = Store.build!(opts)
+          {location, store}
+        end
+
+      out =
+        ZarrBridge.Test.Python.run!("""
+        from pybridge.stores.remote import parse_spec
+        for m in #{ZarrBridge.Test.Python.literal(Enum.map(maps, &elem(&1, 1)))}:
+            s = parse_spec(m, env={})
+            print(s.location, s.read_only, sorted(s.credentials))
+        """)
+
+      expected =
+        for {location, store} <- maps do
+          creds = store |> Map.keys() |> Enum.filter(&(&1 in ~w(access_key_id secret_access_key
+                   session_token token service_account_key account_name account_key sas_token
+                   connection_string)))
+          ro = if Store.read_only?(store), do: "True", else: "False"
+          "#{location} #{ro} [#{creds |> Enum.sort() |> Enum.map_join(", ", &"'#{&1}'")}]"
+        end
+
+      assert String.split(out, "\n", trim: true) == expected
+    end
+
     test "every public entry point takes the object-store options" do
       for fun <- [
             &ZarrBridge.open/1,
