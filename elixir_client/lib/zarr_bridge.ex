@@ -31,6 +31,14 @@ defmodule ZarrBridge do
       `""`, the store's root). An array inside a group or a zip is opened
       by that path, e.g. `node: "labels/names"`.
 
+  Object stores take their own options in place of `:path`:
+  `storage: :s3` (`bucket:`, `prefix:`, `region:`, `endpoint_url:`,
+  credentials), `:gcs`, `:azure` (or `:azure_blob`), `:http` (read only,
+  `url:`) and `:url` (`url: "s3://…" | "gs://…" | "az://…" | "https://…"`),
+  with `storage_options:`, `engine:` and `retry:`; see `ZarrBridge.Store`.
+  Credentials left out are read by the sidecar from its environment
+  (`AWS_*`, `GOOGLE_*`, `AZURE_STORAGE_*`).
+
   ## Example
 
   (These examples run as doctests against a real sidecar; the directory
@@ -70,9 +78,9 @@ defmodule ZarrBridge do
   alias ZarrBridge.Array.Open
 
   @type mode :: :r | :"r+" | :a | :w | :"w-"
-  @type storage :: :filesystem | :zip | :memory
+  @type storage :: ZarrBridge.Store.storage()
 
-  @store_keys [:storage, :path, :node, :server, :timeout]
+  @store_keys [:node, :server, :timeout | ZarrBridge.Store.keys()]
 
   @doc """
   Creates an array and returns it.
@@ -194,12 +202,16 @@ defmodule ZarrBridge do
     node = Options.node!(opts)
     params = %{"store" => store, "path" => node}
 
-    case Sidecar.call(
-           Options.server(opts),
-           "store.consolidate_metadata",
-           params,
-           Options.call_opts(opts)
-         ) do
+    with :ok <- ZarrBridge.Store.check_writable(store, "r+") do
+      opts
+      |> Options.server()
+      |> Sidecar.call("store.consolidate_metadata", params, Options.call_opts(opts))
+      |> consolidated(opts, {storage, path, store, node})
+    end
+  end
+
+  defp consolidated(result, opts, {storage, path, store, node}) do
+    case result do
       {:ok, %{"group" => info}} ->
         Group.from_info(info, %{
           storage: storage,

@@ -81,12 +81,12 @@ defmodule ZarrBridge.Array do
 
   @type t :: %__MODULE__{
           metadata: Metadata.t(),
-          storage: :filesystem | :zip | :memory,
+          storage: ZarrBridge.Store.storage(),
           path: String.t(),
           node: String.t(),
           mode: mode,
           server: GenServer.server(),
-          store: %{required(String.t()) => String.t()}
+          store: %{required(String.t()) => term}
         }
 
   @common [:server, :timeout]
@@ -502,4 +502,11 @@ defmodule ZarrBridge.Array do
   @doc "Like `refresh/2`, but raises `ZarrBridge.Error`."
   @spec refresh!(t, keyword) :: t
   def refresh!(array, opts \\ []), do: Options.bang(refresh(array, opts))
+end
+
+defimpl Inspect, for: ZarrBridge.Array do
+  # The store map may hold credentials (an object store's keys): inspect
+  # shows it with each of them replaced by "***".
+  def inspect(struct, opts),
+    do: Inspect.Any.inspect(%{struct | store: ZarrBridge.Store.redact(struct.store)}, opts)
 end

@@ -608,7 +608,10 @@ defmodule ZarrBridge.Dataset do
            ),
          :ok <- write_variables(group, encoded, var_coords, format, call),
          :ok <- consolidate(Keyword.get(spec, :consolidated, true), where) do
-      open(Keyword.take(where, [:storage, :path, :node, :server, :timeout]) ++ [decode: true])
+      open(
+        Keyword.take(where, [:node, :server, :timeout | ZarrBridge.Store.keys()]) ++
+          [decode: true]
+      )
     end
   end
 
@@ -621,7 +624,7 @@ defmodule ZarrBridge.Dataset do
   defp consolidate(true, where) do
     with {:ok, _} <-
            ZarrBridge.consolidate_metadata(
-             Keyword.take(where, [:storage, :path, :node, :server, :timeout])
+             Keyword.take(where, [:node, :server, :timeout | ZarrBridge.Store.keys()])
            ),
          do: :ok
   end

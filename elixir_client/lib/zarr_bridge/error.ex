@@ -39,7 +39,14 @@ defmodule ZarrBridge.Error do
     too_large: "a request whose result or payload exceeds the per-request limit",
     conflict:
       "another process changed the array while the request ran: an append found its " <>
-        "extent changed (details: `\"expected_shape\"`, `\"shape\"`)"
+        "extent changed (details: `\"expected_shape\"`, `\"shape\"`)",
+    access_denied:
+      "an object store refused the credentials, or they lack the permission " <>
+        "(details: `\"url\"`, `\"cause\"`); the message never shows a credential",
+    no_such_bucket: "the object store's bucket or container does not exist (details: `\"url\"`)",
+    store_unavailable:
+      "the object store could not be reached, or kept failing (5xx, a dropped connection, " <>
+        "a timeout) after the retries of idempotent requests (details: `\"url\"`, `\"cause\"`)"
   ]
 
   @client_codes [

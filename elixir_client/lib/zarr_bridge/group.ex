@@ -49,19 +49,19 @@ defmodule ZarrBridge.Group do
   ]
 
   @type t :: %__MODULE__{
-          storage: :filesystem | :zip | :memory,
+          storage: ZarrBridge.Store.storage(),
           path: String.t(),
           node: String.t(),
           zarr_format: 2 | 3,
           attributes: map,
           consolidated: boolean,
           server: GenServer.server(),
-          store: %{required(String.t()) => String.t()},
+          store: %{required(String.t()) => term},
           mode: :r | :"r+" | :a | :w | :"w-"
         }
 
   @common [:server, :timeout]
-  @where [:storage, :path, :node]
+  @where [:node | ZarrBridge.Store.keys()]
   @modes [:r, :"r+", :a, :w, :"w-"]
 
   @doc """
@@ -314,7 +314,17 @@ defmodule ZarrBridge.Group do
   defp group_call(base, opts, method, params) do
     server = Options.server(opts)
 
-    case Sidecar.call(server, method, params, Options.call_opts(opts)) do
+    with :ok <- ZarrBridge.Store.check_writable(params["store"], params["mode"]),
+         do:
+           group_result(
+             Sidecar.call(server, method, params, Options.call_opts(opts)),
+             base,
+             server
+           )
+  end
+
+  defp group_result(result, base, server) do
+    case result do
       {:ok, %{"group" => info}} -> from_info(info, Map.put(base, :server, server))
       {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
@@ -337,23 +347,29 @@ defmodule ZarrBridge.Group do
     end
   end
 
+  # A write on a read-only store (:http) fails here, before anything is sent.
   defp call(group, method, params, opts) do
-    Sidecar.call(Options.server(opts, group.server), method, params, Options.call_opts(opts))
+    with :ok <- ZarrBridge.Store.check_writable(params["store"], params["mode"]),
+         do:
+           Sidecar.call(
+             Options.server(opts, group.server),
+             method,
+             params,
+             Options.call_opts(opts)
+           )
   end
 
   defp base_params(group), do: %{"store" => group.store, "path" => group.node}
 
   defp member_opts(group, name, opts) do
-    [
-      storage: group.storage,
-      path: path_option(group),
-      node: Options.join_node(group.node, name),
-      server: Keyword.get(opts, :server, group.server)
-    ] ++ Keyword.delete(opts, :server)
+    # The memory store's name is the path as given; files are absolute
+    # already; an object store's options come back from its wire map.
+    ZarrBridge.Store.options(group.storage, group.path, group.store) ++
+      [
+        node: Options.join_node(group.node, name),
+        server: Keyword.get(opts, :server, group.server)
+      ] ++ Keyword.delete(opts, :server)
   end
-
-  # The memory store's name is the path as given; files are absolute already.
-  defp path_option(%__MODULE__{path: path}), do: path
 
   defp member_mode(%__MODULE__{mode: :r}), do: :r
   defp member_mode(%__MODULE__{}), do: :"r+"
@@ -461,4 +477,11 @@ defmodule ZarrBridge.Group do
     do: Map.put(params, "attributes", Options.attributes!(attrs))
 
   defp put_attributes_param(params, :error), do: params
+end
+
+defimpl Inspect, for: ZarrBridge.Group do
+  # The store map may hold credentials (an object store's keys): inspect
+  # shows it with each of them replaced by "***".
+  def inspect(struct, opts),
+    do: Inspect.Any.inspect(%{struct | store: ZarrBridge.Store.redact(struct.store)}, opts)
 end

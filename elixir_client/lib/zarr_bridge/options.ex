@@ -7,13 +7,11 @@ defmodule ZarrBridge.Options do
 
   alias ZarrBridge.{Error, Sidecar}
 
-  @storages [:filesystem, :zip, :memory]
-
-  @type storage :: :filesystem | :zip | :memory
+  @type storage :: ZarrBridge.Store.storage()
 
   @doc "The storages there are."
   @spec storages() :: [storage]
-  def storages, do: @storages
+  defdelegate storages(), to: ZarrBridge.Store
 
   @doc """
   Raises unless `opts` is a keyword list whose keys are all in `allowed`;
@@ -43,42 +41,11 @@ defmodule ZarrBridge.Options do
   defdelegate text(term), to: ZarrBridge.Options.Schema
 
   @doc """
-  `{storage, path, store}` from `storage:` (default `:filesystem`) and
-  `path:` (required): a directory or zip file (expanded to an absolute
-  path), or the name of a memory store.
+  `{storage, path, store}` from the store options (`storage:`, `path:`,
+  and the object-store options): see `ZarrBridge.Store.build!/1`.
   """
   @spec store!(keyword) :: {storage, String.t(), map}
-  def store!(opts) do
-    storage = Keyword.get(opts, :storage, :filesystem)
-
-    if storage not in @storages,
-      do:
-        raise(
-          ArgumentError,
-          "storage must be one of #{inspect(@storages)}, got: #{inspect(storage)}"
-        )
-
-    path =
-      case Keyword.fetch(opts, :path) |> fetched_text() do
-        {:ok, path} when is_binary(path) and path != "" ->
-          path
-
-        {:ok, other} ->
-          raise ArgumentError, "path must be a non-empty string, got: #{inspect(other)}"
-
-        :error ->
-          raise ArgumentError, "the :path option is required"
-      end
-
-    case storage do
-      :memory ->
-        {storage, path, %{"kind" => "memory", "name" => path}}
-
-      kind ->
-        path = Path.expand(path)
-        {storage, path, %{"kind" => Atom.to_string(kind), "path" => path}}
-    end
-  end
+  defdelegate store!(opts), to: ZarrBridge.Store, as: :build!
 
   @doc """
   The node path inside the store from `node:` (default `""`, the store's
@@ -150,9 +117,6 @@ defmodule ZarrBridge.Options do
   # The empty charlist is the empty string: the store's root.
   defp node_text([]), do: ""
   defp node_text(node), do: text(node)
-
-  defp fetched_text({:ok, value}), do: {:ok, text(value)}
-  defp fetched_text(:error), do: :error
 
   @doc "The sidecar from `server:` (default `ZarrBridge.Sidecar`)."
   @spec server(keyword, GenServer.server()) :: GenServer.server()

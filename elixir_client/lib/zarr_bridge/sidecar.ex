@@ -138,6 +138,14 @@ defmodule ZarrBridge.Sidecar do
       {{:list, :dir}, [],
        "directories the sidecar may open stores in (`--allowed-root`, each expanded " <>
          "to an absolute path)."},
+    allowed_urls:
+      {{:list, :string}, [],
+       "object-store URL prefixes the sidecar may open stores under " <>
+         "(`--allowed-url`, repeatable): `\"s3://bucket\"`, `\"s3://bucket/team/\"`, " <>
+         "`\"gs://…\"`, `\"az://container\"`, `\"https://data.example.org/zarr\"`. " <>
+         "A prefix matches at a path boundary (`s3://data` allows `s3://data/x`, " <>
+         "not `s3://database`); any other object store is `:forbidden_path`. " <>
+         "Empty (the default): no check. `file://` urls fall under `:allowed_roots`."},
     allow_pickle:
       {:boolean, false,
        "let codecs that can run code on decode, such as `pickle`, run (`--allow-pickle`)."},
@@ -188,6 +196,7 @@ defmodule ZarrBridge.Sidecar do
           | {:max_in_flight, pos_integer}
           | {:call_timeout, timeout}
           | {:allowed_roots, [Path.t()]}
+          | {:allowed_urls, [String.t()]}
           | {:allow_pickle, boolean}
           | {:args, [String.t()]}
 

@@ -5,10 +5,21 @@ defmodule Mix.Tasks.ZarrBridge.Info do
   Prints what one asks first about unknown Zarr data.
 
       mix zarr_bridge.info PATH [--node NODE] [--storage filesystem|zip]
+      mix zarr_bridge.info BUCKET[/PREFIX] --storage s3|gcs|azure|azure_blob
+          [--region R] [--endpoint-url URL] [--anonymous] [--engine obstore|fsspec]
+      mix zarr_bridge.info URL --storage http|url [--anonymous] [--engine ...]
 
   `PATH` is a directory (a filesystem store) or a zip file (a zip store; a
   regular file is taken as one). `--node` names a group or array inside the
   store (default: the store's root).
+
+  For an object store (see `ZarrBridge.Store`) the argument is the bucket
+  (the Azure container) and an optional key prefix, or the store's URL for
+  `--storage http` and `--storage url` (`s3://…`, `gs://…`, `az://…`,
+  `https://…`). Credentials are never given on the command line: the
+  sidecar reads them from its environment (`AWS_ACCESS_KEY_ID`,
+  `GOOGLE_APPLICATION_CREDENTIALS`, `AZURE_STORAGE_CONNECTION_STRING`, …),
+  or `--anonymous` sends unsigned requests.
 
   For a group it prints the format, the attributes and the tree of groups
   and arrays, then every array below it; for an array, the array. For each
@@ -31,22 +42,29 @@ defmodule Mix.Tasks.ZarrBridge.Info do
 
   alias ZarrBridge.{Error, Group, Report, Sidecar}
 
-  @switches [node: :string, storage: :string]
+  @switches [
+    node: :string,
+    storage: :string,
+    region: :string,
+    endpoint_url: :string,
+    anonymous: :boolean,
+    engine: :string
+  ]
+
+  @usage "usage: mix zarr_bridge.info PATH [--node NODE] " <>
+           "[--storage filesystem|zip|s3|gcs|azure|azure_blob|http|url]"
 
   @impl Mix.Task
   def run(argv) do
     {opts, args} = OptionParser.parse!(argv, strict: @switches)
 
-    path =
+    arg =
       case args do
-        [path] ->
-          Path.expand(path)
-
-        _ ->
-          Mix.raise("usage: mix zarr_bridge.info PATH [--node NODE] [--storage filesystem|zip]")
+        [arg] -> arg
+        _ -> Mix.raise(@usage)
       end
 
-    storage = storage!(opts[:storage], path)
+    store_opts = store_options!(opts, arg)
     node = ZarrBridge.Options.normalize_node(opts[:node] || "")
 
     {pid, hello} = Report.start_sidecar()
@@ -63,11 +81,66 @@ defmodule Mix.Tasks.ZarrBridge.Info do
           )
       end
 
-      where = [storage: storage, path: path, node: node, server: pid]
+      where = store_opts ++ [node: node, server: pid]
       Mix.shell().info(describe(where, pid))
     after
       Report.stop_sidecar(pid)
     end
+  end
+
+  @remote ~w(s3 gcs azure azure_blob http url)
+
+  defp store_options!(opts, arg) do
+    case opts[:storage] do
+      name when name in @remote ->
+        remote_options!(String.to_existing_atom(name), arg, opts)
+
+      name ->
+        if Enum.any?([:region, :endpoint_url, :anonymous, :engine], &Keyword.has_key?(opts, &1)),
+          do:
+            Mix.raise("--region, --endpoint-url, --anonymous and --engine are for object stores")
+
+        path = Path.expand(arg)
+        [storage: storage!(name, path), path: path]
+    end
+  end
+
+  defp remote_options!(storage, arg, opts) do
+    where =
+      if storage in [:http, :url] do
+        [url: arg]
+      else
+        case String.split(arg, "/", parts: 2) do
+          [bucket] -> [bucket: bucket]
+          [bucket, prefix] -> [bucket: bucket, prefix: prefix]
+        end
+      end
+
+    extra =
+      opts
+      |> Keyword.take([:region, :endpoint_url, :anonymous])
+      |> then(fn extra ->
+        case opts[:engine] do
+          nil ->
+            extra
+
+          engine when engine in ["obstore", "fsspec"] ->
+            [{:engine, String.to_atom(engine)} | extra]
+
+          engine ->
+            Mix.raise("--engine must be obstore or fsspec, got: #{engine}")
+        end
+      end)
+
+    store_opts = [storage: storage] ++ where ++ extra
+
+    try do
+      ZarrBridge.Store.build!(store_opts)
+    rescue
+      error in ArgumentError -> Mix.raise("#{arg}: #{Exception.message(error)}")
+    end
+
+    store_opts
   end
 
   defp storage!(nil, path) do
@@ -79,7 +152,12 @@ defmodule Mix.Tasks.ZarrBridge.Info do
   end
 
   defp storage!(name, _path) when name in ["filesystem", "zip"], do: String.to_atom(name)
-  defp storage!(name, _path), do: Mix.raise("--storage must be filesystem or zip, got: #{name}")
+
+  defp storage!(name, _path),
+    do:
+      Mix.raise(
+        "--storage must be filesystem, zip, s3, gcs, azure, azure_blob, http or url, got: #{name}"
+      )
 
   # -- what is there ----------------------------------------------------
 
@@ -108,9 +186,11 @@ defmodule Mix.Tasks.ZarrBridge.Info do
   end
 
   defp location(where) do
+    {_storage, place, _store} = ZarrBridge.Store.build!(where)
+
     case where[:node] do
-      "" -> where[:path]
-      node -> "#{where[:path]} (node #{node})"
+      "" -> place
+      node -> "#{place} (node #{node})"
     end
   end
 

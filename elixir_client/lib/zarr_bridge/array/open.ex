@@ -8,7 +8,7 @@ defmodule ZarrBridge.Array.Open do
 
   alias ZarrBridge.{Array, CodecSpec, Dtype, Error, Metadata, Options, Sidecar}
 
-  @store_keys [:storage, :path, :node, :server, :timeout]
+  @store_keys [:node, :server, :timeout | ZarrBridge.Store.keys()]
 
   @create_keys [
                  :shape,
@@ -45,7 +45,8 @@ defmodule ZarrBridge.Array.Open do
       int_tuple!(opts, :chunks) ||
         shape |> Tuple.to_list() |> Enum.map(&max(&1, 1)) |> List.to_tuple()
 
-    with {:ok, dtype} <- dtype(opts),
+    with :ok <- ZarrBridge.Store.check_writable(store, mode),
+         {:ok, dtype} <- dtype(opts),
          {:ok, wire_dtype} <- Dtype.to_wire(dtype),
          {:ok, codec_params} <- codec_params(opts, dtype),
          {:ok, optional} <- optional_params(opts, dtype) do

@@ -346,7 +346,13 @@ defmodule ZarrBridge.Array.Request do
   # Fixed-size data is bytes (handed over through shared memory or uploaded
   # as a stream when large); variable-length data travels as "values": str
   # for :string, bin for :bytes.
+  # A write on a read-only store (:http) fails here, before anything is sent.
   def call(array, method, params, data, opts) do
+    with :ok <- ZarrBridge.Store.check_writable(params["store"], params["mode"]),
+         do: send_call(array, method, params, data, opts)
+  end
+
+  defp send_call(array, method, params, data, opts) do
     server = Keyword.get(opts, :server, array.server)
     call_opts = Keyword.take(opts, [:timeout])
     handoff = upload_handoff(Keyword.get(opts, :handoff, :auto))

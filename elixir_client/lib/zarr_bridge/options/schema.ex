@@ -10,7 +10,11 @@ defmodule ZarrBridge.Options.Schema do
   # :infinity), :boolean, :path (a non-empty string; a charlist becomes a
   # string), :dir (a :path, expanded), :name (a process name), :iodata,
   # :env ({name, value} string pairs, a nil value unsets), {:list, type},
-  # {:in, [values]}. A nil default also accepts nil.
+  # {:in, [values]}, :pos_number (an integer or float > 0), :map (a map,
+  # not a struct), {:options, schema} (a keyword list or an atom-keyed map
+  # checked against a nested schema; the map of the values given),
+  # {:secret, type} (a type whose value a message never shows). A nil
+  # default also accepts nil.
 
   @type type ::
           :pos_integer
@@ -25,6 +29,10 @@ defmodule ZarrBridge.Options.Schema do
           | :env
           | {:list, type}
           | {:in, [term]}
+          | :pos_number
+          | :map
+          | {:options, t}
+          | {:secret, type}
   @type t :: [{atom, {type, term, String.t()}}]
 
   @doc """
@@ -69,8 +77,10 @@ defmodule ZarrBridge.Options.Schema do
         value
 
       :error ->
+        shown = if match?({:secret, _}, type), do: "(a hidden value)", else: inspect(value)
+
         raise ArgumentError,
-              "invalid value for #{inspect(key)}: #{inspect(value)}; expected #{expected(type)}"
+              "invalid value for #{inspect(key)}: #{shown}; expected #{expected(type)}"
     end
   end
 
@@ -116,6 +126,25 @@ defmodule ZarrBridge.Options.Schema do
   end
 
   defp cast({:in, values}, value), do: if(value in values, do: {:ok, value}, else: :error)
+  defp cast(:pos_number, n) when is_number(n) and n > 0, do: {:ok, n}
+  defp cast(:map, map) when is_map(map) and not is_struct(map), do: {:ok, map}
+  defp cast({:secret, type}, value), do: cast(type, value)
+
+  defp cast({:options, schema}, opts) when is_map(opts) and not is_struct(opts),
+    do: cast({:options, schema}, Map.to_list(opts))
+
+  defp cast({:options, schema}, opts) when is_list(opts) do
+    if Keyword.keyword?(opts) and Enum.all?(Keyword.keys(opts), &List.keymember?(schema, &1, 0)) do
+      try do
+        {:ok, opts |> validate!(schema, "") |> Map.take(Keyword.keys(opts))}
+      rescue
+        ArgumentError -> :error
+      end
+    else
+      :error
+    end
+  end
+
   defp cast(_type, _value), do: :error
 
   defp env_pair?({name, value}) when is_binary(name), do: is_binary(value) or is_nil(value)
@@ -135,6 +164,16 @@ defmodule ZarrBridge.Options.Schema do
   def expected(:env), do: "a list of {name, value} string pairs (a nil value unsets)"
   def expected({:list, type}), do: "a list of: " <> expected(type)
   def expected({:in, values}), do: "one of " <> Enum.map_join(values, ", ", &inspect/1)
+  def expected(:pos_number), do: "a number > 0"
+  def expected(:map), do: "a map"
+  def expected({:secret, type}), do: expected(type)
+
+  def expected({:options, schema}),
+    do:
+      "a keyword list of " <>
+        Enum.map_join(schema, ", ", fn {name, {type, _, _}} ->
+          "#{inspect(name)} (#{expected(type)})"
+        end)
 
   @doc "The docs list of `schema`, in Markdown."
   @spec docs(t) :: String.t()

@@ -96,6 +96,7 @@ defmodule ZarrBridge.Sidecar.Launcher do
         integer_arg("--max-request-bytes", config.max_request_bytes) ++
         integer_arg("--max-in-flight", config.max_in_flight) ++
         Enum.flat_map(config.allowed_roots, &["--allowed-root", &1]) ++
+        Enum.flat_map(config.allowed_urls, &["--allowed-url", &1]) ++
         if(config.allow_pickle, do: ["--allow-pickle"], else: []) ++
         config.args
 
