@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(os.environ.get("PYBRIDGE_LOG_LEVEL", "WARNING"))
     if command == "doctor":
         return doctor(settings)
-    from pybridge.server import serve
+    from pybridge.rpc.server import serve
 
     try:
         return serve(settings)

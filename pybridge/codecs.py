@@ -64,7 +64,7 @@ _cache_lock = threading.Lock()
 # Only types are checked here (an int where numcodecs takes an int, a str
 # where it takes a name): what a value means is numcodecs' business. A value
 # numcodecs refuses only when it first encodes (zlib level 10, blosc clevel
-# 10...) is found out then: see :func:`pybridge.tasks.encode`.
+# 10...) is found out then: see :func:`pybridge.pool.codec_tasks.encode`.
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)

@@ -6,10 +6,10 @@ spawned (start-up time is a benchmark target). ``context.pool`` starts it
 if that has not happened yet and waits until it is ready.
 
 A pool counts as started once one of its workers has run
-:func:`pybridge.workers.probe` (it imports what every task needs). A pool
+:func:`pybridge.pool.pool.probe` (it imports what every task needs). A pool
 that cannot get there is unusable: :attr:`SidecarContext.on_pool_failure`
 is then called with the error, and the server ends the sidecar with it
-(:func:`pybridge.server.serve`), so that a client never talks to a sidecar
+(:func:`pybridge.rpc.server.serve`), so that a client never talks to a sidecar
 that answers ``ping`` but can run no task.
 """
 
@@ -28,7 +28,7 @@ from pybridge.errors import Internal, WorkerCrashed
 
 if TYPE_CHECKING:
     from pybridge.settings import Settings
-    from pybridge.workers import WorkerPool
+    from pybridge.pool.pool import WorkerPool
 
 __all__ = ["SidecarContext", "blosc_thread_lock", "install_blosc_hook"]
 
@@ -93,12 +93,12 @@ def install_blosc_hook() -> None:
 
 
 def _probe(pool: WorkerPool) -> None:
-    """Run :func:`pybridge.workers.probe` in the pool; raise its last failure.
+    """Run :func:`pybridge.pool.pool.probe` in the pool; raise its last failure.
 
     A worker that crashed is retried (it may have been killed from outside);
     an exception raised by the probe itself (an import failed) is final.
     """
-    from pybridge.workers import probe
+    from pybridge.pool.pool import probe
 
     for attempt in range(1, _PROBE_ATTEMPTS + 1):
         try:
@@ -139,7 +139,7 @@ class SidecarContext:
 
     def _start_pool(self) -> None:
         try:
-            from pybridge.workers import WorkerPool
+            from pybridge.pool.pool import WorkerPool
 
             pool = WorkerPool(self.settings.workers, self.settings)
             with self._start_lock:

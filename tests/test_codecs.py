@@ -25,7 +25,8 @@ from helpers import SidecarProcess, wait_for
 from numcodecs.compat import ensure_ndarray
 
 from pybridge import codecs as bridge_codecs
-from pybridge import dtypes, tasks
+from pybridge import dtypes
+from pybridge.pool import codec_tasks as tasks
 from pybridge.errors import (
     CodecForbidden,
     CodecUnavailable,

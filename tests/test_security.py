@@ -37,7 +37,7 @@ import zarr
 from helpers import SidecarProcess
 
 from pybridge.methods import method_table
-from pybridge.params import Param
+from pybridge.rpc.params import Param
 from pybridge.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")

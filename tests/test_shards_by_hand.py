@@ -1,4 +1,4 @@
-"""Shards read by hand (:mod:`pybridge.arrays.shards`), with zarr-python as the reference.
+"""Shards read by hand (:mod:`pybridge.zarr.shards`), with zarr-python as the reference.
 
 zarr-python writes every array here (or the sidecar writes it through
 zarr-python); the sidecar reads it back and every result is compared byte
@@ -35,11 +35,11 @@ from zarr.codecs import (
     ZstdCodec,
 )
 
-from pybridge.arrays import shards
-from pybridge.arrays.chunks import chunk_parts
-from pybridge.arrays.metadata import _v3_plan, open_meta
-from pybridge.arrays.store import StoreRef
-from pybridge.arrays.worker import fill_parts, out_dtype
+from pybridge.zarr import shards
+from pybridge.zarr.chunks import chunk_parts
+from pybridge.zarr.metadata import _v3_plan, open_meta
+from pybridge.zarr.store import StoreRef
+from pybridge.zarr.chunk_tasks import fill_parts, out_dtype
 from pybridge.errors import DecodeFailed, StoreError
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning",

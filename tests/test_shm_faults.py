@@ -199,7 +199,7 @@ def test_decode_many_handoff_comes_by_the_pipe(faulty: SidecarProcess) -> None:
 def test_a_memfd_locator_never_opens_a_reused_descriptor() -> None:
     """A memfd segment is found by ``/proc/<pid>/fd/<n>``; once its
     descriptor is closed and the number reused, its locator is stale."""
-    from pybridge import shm
+    from pybridge.handoff import shm
 
     a = shm.Segment.create_memfd(4096, "t")
     a.buf[:1] = b"a"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pybridge.call import Call
-    from pybridge.params import Param
+    from pybridge.rpc.call import Call
+    from pybridge.rpc.params import Param
     from pybridge.settings import Settings
 
 __all__ = ["Method", "method_table"]

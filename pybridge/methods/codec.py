@@ -1,6 +1,6 @@
 """The ``codec.*`` methods (PROTOCOL.md §6).
 
-Every encode and decode runs in the worker pool (:mod:`pybridge.tasks`), so
+Every encode and decode runs in the worker pool (:mod:`pybridge.pool.codec_tasks`), so
 the sidecar's own threads only check params, move bytes and reply. Codec
 configs and dtypes are checked here first, so a bad request is answered
 without a round trip to a worker and a forbidden codec never reaches one.
@@ -8,7 +8,7 @@ without a round trip to a worker and a forbidden codec never reaches one.
 Large inputs may arrive as an upload stream (``"stream": {"bytes": n}`` in
 place of ``"data"``) or an upload handoff file (``"shm"``), and large
 results leave as a result stream
-(:meth:`~pybridge.call.Call.reply_bytes`). Variable-length data (``string``
+(:meth:`~pybridge.rpc.call.Call.reply_bytes`). Variable-length data (``string``
 and ``bytes`` dtypes, and codecs such as ``vlen-utf8`` or ``json2`` that work
 on object arrays) travels as ``"values"``, a list, in both directions.
 
@@ -24,12 +24,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
-from pybridge.protocol import MAX_FRAME_ELEMENTS
+from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 from pybridge.methods import Method
-from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
+from pybridge.rpc.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:
-    from pybridge.call import Call
+    from pybridge.rpc.call import Call
 
 __all__ = ["METHODS"]
 
@@ -216,7 +216,7 @@ def codec_list(call: Call) -> dict[str, Any]:
 
 
 def codec_encode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
@@ -227,7 +227,7 @@ def codec_encode(call: Call) -> dict[str, Any]:
 
 
 def codec_decode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
@@ -238,7 +238,7 @@ def codec_decode(call: Call) -> dict[str, Any]:
 
 
 def codec_encode_many(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
@@ -248,11 +248,11 @@ def codec_encode_many(call: Call) -> dict[str, Any]:
 
 
 def codec_decode_many(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
-    from pybridge.handoff import HandoffUnavailable
+    from pybridge.handoff.results import HandoffUnavailable
 
     items = _items(call)
     handoff = p["handoff"]
@@ -279,7 +279,7 @@ def _decoded_sizes(config: Any, items: list[Any], wire_dtype: Any,
     From ``dtype`` and ``shape`` when both are given, else from the codec's
     header (zstd, blosc, lz4).
     """
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
     from pybridge.dtypes import is_variable, parse_dtype
 
     if wire_dtype is not None:
@@ -312,9 +312,9 @@ def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict
     """
     import os
 
-    from pybridge import tasks
-    from pybridge.handoff import handoff_segment
-    from pybridge.shm import pwrite_all
+    from pybridge.pool import codec_tasks as tasks
+    from pybridge.handoff.results import handoff_segment
+    from pybridge.handoff.shm import pwrite_all
 
     p = call.params
     pool = call.context.pool
@@ -372,8 +372,8 @@ def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]
     """Write decoded items (whose sizes were not known up front) into one handoff segment."""
     import os
 
-    from pybridge.handoff import handoff_segment
-    from pybridge.shm import pwrite_all
+    from pybridge.handoff.results import handoff_segment
+    from pybridge.handoff.shm import pwrite_all
 
     sizes = []
     with handoff_segment(call, total) as seg:
@@ -431,7 +431,7 @@ def _pipeline_spec(call: Call, *, encode: bool) -> dict[str, Any]:
 
 
 def codec_pipeline_encode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     spec = _pipeline_spec(call, encode=True)
     payload = _payload(call, values_allowed=True)
@@ -441,7 +441,7 @@ def codec_pipeline_encode(call: Call) -> dict[str, Any]:
 
 
 def codec_pipeline_decode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     spec = _pipeline_spec(call, encode=False)
     payload = _payload(call, values_allowed=False)

@@ -5,7 +5,7 @@
   ``append`` checks the data's size first, grows the array, writes the new
   part through the usual write path, and shrinks the array back if that
   write fails. Both run under the array's exclusive extent lock
-  (:mod:`pybridge.arrays.extent`, taken by the handlers), on metadata read
+  (:mod:`pybridge.zarr.extent`, taken by the handlers), on metadata read
   under it, so appends through one sidecar never overlap; an append reports
   the box it wrote (:class:`Appended`).
 - :func:`chunk_keys`, :func:`read_chunk_raw` and :func:`write_chunk_raw`
@@ -22,11 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.docs import METADATA_KEYS, join
-from pybridge.arrays.metadata import ArrayMeta, forget, open_meta, zarr_array
-from pybridge.arrays.pipeline import chunk_limit
-from pybridge.arrays.worker import out_dtype
-from pybridge.arrays.write import LOCKS, write_array
+from pybridge.zarr.documents import METADATA_KEYS, join
+from pybridge.zarr.metadata import ArrayMeta, forget, open_meta, zarr_array
+from pybridge.zarr.chunk_codecs import chunk_limit
+from pybridge.zarr.chunk_tasks import out_dtype
+from pybridge.zarr.write import LOCKS, write_array
 from pybridge.errors import (
     Conflict,
     DataSizeMismatch,
@@ -37,8 +37,8 @@ from pybridge.errors import (
 )
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
-    from pybridge.call import Call
+    from pybridge.zarr.kv import KV
+    from pybridge.rpc.call import Call
 
 __all__ = ["Appended", "append", "chunk_keys", "parse_chunk_key", "read_chunk_raw", "resize",
            "stats",
@@ -60,7 +60,7 @@ def resize(meta: ArrayMeta, kv: KV, shape: Sequence[int], allow_pickle: bool) ->
     """Give the array ``shape``; returns the new metadata.
 
     ``meta`` must be current: read under the array's exclusive extent lock
-    (:mod:`pybridge.arrays.extent`), which the caller holds.
+    (:mod:`pybridge.zarr.extent`), which the caller holds.
     """
     new = _check_shape(meta, shape, "shape")
     if new != meta.shape:
@@ -93,7 +93,7 @@ def append(call: Call, meta: ArrayMeta, kv: KV, axis: int, shape: Sequence[int],
     block at the old end, and shrink the array back if that write fails.
 
     ``meta`` must be current and the caller must hold the array's exclusive
-    extent lock (:mod:`pybridge.arrays.extent`) until this returns, so that
+    extent lock (:mod:`pybridge.zarr.extent`) until this returns, so that
     no other request of this sidecar changes the shape in between.
     ``pieces`` is the upload when the caller took it already. Raises
     :class:`Conflict` when the shape is found changed by someone else.

@@ -1,4 +1,4 @@
-"""Node metadata documents, read through a :class:`~pybridge.arrays.kv.KV`.
+"""Node metadata documents, read through a :class:`~pybridge.zarr.kv.KV`.
 
 The sidecar reads ``zarr.json`` (v3) and ``.zarray``/``.zgroup`` plus
 ``.zattrs`` (v2) itself, so that it can
@@ -14,7 +14,7 @@ The sidecar reads ``zarr.json`` (v3) and ``.zarray``/``.zgroup`` plus
   ``consolidated_metadata``) for a group's members, and for an array whose
   own document is missing;
 - refuse a document that would exhaust the sidecar: over
-  :data:`~pybridge.arrays.files.MAX_METADATA_BYTES` (checked before it is
+  :data:`~pybridge.zarr.files.MAX_METADATA_BYTES` (checked before it is
   read) or nested deeper than :data:`MAX_JSON_DEPTH`;
 - say what is there instead when no Zarr node is (:func:`no_node`: an N5
   container, an HDF5 or zip file).
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pybridge.errors import BridgeError, InvalidMetadata, NotFound
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
+    from pybridge.zarr.kv import KV
 
 __all__ = [
     "NodeDoc",
@@ -197,7 +197,7 @@ def _head(path: str) -> bytes:
     """The first bytes of ``path`` when it is a regular file (else b"")."""
     import os
 
-    from pybridge.arrays.files import open_regular
+    from pybridge.zarr.files import open_regular
 
     try:
         fd = open_regular(path, "store")

@@ -1,12 +1,12 @@
 """Array metadata: open with zarr-python, describe for the wire.
 
 zarr-python is the reference engine for metadata: it parses and validates
-the ``.zarray``/``zarr.json`` documents (read by :mod:`pybridge.arrays.docs`,
+the ``.zarray``/``zarr.json`` documents (read by :mod:`pybridge.zarr.documents`,
 which makes their spellings canonical first) and writes new ones. This
 module turns what it finds into an :class:`ArrayMeta`: the wire metadata map
-(``PROTOCOL.md`` §7) plus the :class:`~pybridge.arrays.pipeline.ChunkSpec`
+(``PROTOCOL.md`` §7) plus the :class:`~pybridge.zarr.chunk_codecs.ChunkSpec`
 that the chunk tasks use, and builds zarr-python arrays over any store
-(:func:`zarr_array`). Creating arrays is :mod:`pybridge.arrays.create`.
+(:func:`zarr_array`). Creating arrays is :mod:`pybridge.zarr.create`.
 
 Opened metadata is cached per (store, path). Each use checks the metadata
 files' stamps (``stat`` for files and zip archives, the bytes for memory
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.docs import NodeDoc, from_consolidated, no_node, node_signature, read_node
-from pybridge.arrays.pipeline import CRC32C, ChunkSpec
-from pybridge.arrays.store import StoreRef
+from pybridge.zarr.documents import NodeDoc, from_consolidated, no_node, node_signature, read_node
+from pybridge.zarr.chunk_codecs import CRC32C, ChunkSpec
+from pybridge.zarr.store import StoreRef
 from pybridge.errors import (
     BridgeError,
     CodecUnavailable,
@@ -40,7 +40,7 @@ from pybridge.libraries import import_zarr
 if TYPE_CHECKING:
     import numpy as np
 
-    from pybridge.arrays.kv import KV
+    from pybridge.zarr.kv import KV
 
 __all__ = [
     "DEFAULT",
@@ -108,8 +108,8 @@ def zarr_array(meta: ArrayMeta, kv: KV) -> Any:
     from zarr.core.array import AsyncArray
     from zarr.storage import StorePath
 
-    from pybridge.arrays.kv import with_limit
-    from pybridge.arrays.pipeline import checked_store, chunk_limit
+    from pybridge.zarr.kv import with_limit
+    from pybridge.zarr.chunk_codecs import checked_store, chunk_limit
 
     store = checked_store(with_limit(kv.zarr_store, chunk_limit(meta.spec)),
                           json.loads(meta.spec.meta_json))
@@ -153,7 +153,7 @@ def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None,
     missing, an ancestor group's consolidated metadata is used.
     """
     if kv is None:
-        from pybridge.arrays.kv import session
+        from pybridge.zarr.kv import session
 
         with session(ref) as kv_:
             return open_meta(ref, allow_pickle, kv_, fresh)
@@ -221,7 +221,7 @@ def _dims_of(doc: Mapping[str, Any], fmt: int) -> list[tuple[str, Any, int]]:
 def _check_dims(doc: Mapping[str, Any], fmt: int, ref: StoreRef) -> None:
     """Refuse a shape or chunk shape that would break later (a chunk length
     of 0 divides by zero on every read; a length past int64 overflows)."""
-    from pybridge.params import MAX_DIM
+    from pybridge.rpc.params import MAX_DIM
 
     for name, dims, least in _dims_of(doc, fmt):
         if not isinstance(dims, list):
@@ -334,7 +334,7 @@ def build(ref: StoreRef, fmt: int, sig: tuple[Any, ...], md: Any,
 
 def _build_v2(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool,
               meta_json: str) -> ArrayMeta:
-    from pybridge.arrays.pipeline import dtype_token
+    from pybridge.zarr.chunk_codecs import dtype_token
 
     stored = md.dtype.to_native_dtype()
     filters = tuple(plain(f.get_config()) for f in (md.filters or ()))
@@ -380,7 +380,7 @@ def _v3_plan(codecs: list[dict[str, Any]], native: np.dtype[Any]
     """
     import numpy as np
 
-    from pybridge.arrays.pipeline import dtype_token
+    from pybridge.zarr.chunk_codecs import dtype_token
 
     fallback = ("zarr", (), (), dtype_token(native))
     if native.kind in "OT":
@@ -516,7 +516,7 @@ def _build_v3(ref: StoreRef, sig: tuple[Any, ...], md: Any, allow_pickle: bool,
         roots=ref.roots, meta_json=meta_json,
     )
     if engine == "zarr":
-        from pybridge.arrays.shards import with_shard_layout
+        from pybridge.zarr.shards import with_shard_layout
 
         spec = with_shard_layout(spec, codecs, _v3_plan, native)
     return ArrayMeta(ref, 3, sig, shape, native, wire, spec, md)

@@ -7,10 +7,10 @@ followed by its CRC-32C. A pair of 2**64-1 marks an inner chunk that is not
 stored (it reads as the fill value); a missing shard file is all fill value.
 
 The workers read a shard here when its inner codecs are ones
-:mod:`pybridge.arrays.pipeline` decodes by hand and its index codecs are
+:mod:`pybridge.zarr.chunk_codecs` decodes by hand and its index codecs are
 ``bytes`` (either byte order), optionally followed by ``crc32c``; the
 inner codecs may start with a ``transpose``. The :class:`ShardLayout`
-attached to the array's :class:`~pybridge.arrays.pipeline.ChunkSpec` says
+attached to the array's :class:`~pybridge.zarr.chunk_codecs.ChunkSpec` says
 so. Anything else (nested sharding, other array-to-array or array-to-bytes
 codecs inside) stays with zarr-python in the workers, as do all writes.
 
@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.chunks import ChunkPart, product
-from pybridge.arrays.pipeline import (ChunkSpec, blame_chunk, can_decode_into, chunk_limit,
+from pybridge.zarr.chunks import ChunkPart, product
+from pybridge.zarr.chunk_codecs import (ChunkSpec, blame_chunk, can_decode_into, chunk_limit,
                                        decode_chunk)
 from pybridge.errors import BridgeError, DecodeFailed, StoreError
 
@@ -195,7 +195,7 @@ def _buffer(nbytes: int) -> np.ndarray:
     """A uint8 buffer of at least ``nbytes``, reused per thread when not too big."""
     import numpy as np
 
-    from pybridge.workers import in_worker
+    from pybridge.pool.pool import in_worker
 
     buf: np.ndarray | None = getattr(_local, "buf", None)
     if buf is not None and buf.nbytes >= nbytes:
@@ -286,9 +286,9 @@ def _open(path: str, limit: int | None) -> Any:
     """The shard file opened for reading, or None when it is missing.
 
     Anything but a regular file is :class:`StoreError`; a file over
-    ``limit`` bytes is :class:`DecodeFailed` (:mod:`pybridge.arrays.files`).
+    ``limit`` bytes is :class:`DecodeFailed` (:mod:`pybridge.zarr.files`).
     """
-    from pybridge.arrays.files import open_regular
+    from pybridge.zarr.files import open_regular
 
     fd = open_regular(path, "shard", limit, DecodeFailed)
     return None if fd is None else os.fdopen(fd, "rb", buffering=0)

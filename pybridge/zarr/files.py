@@ -24,7 +24,7 @@ import os
 import stat
 from typing import Any
 
-from pybridge.arrays.oserrors import file_error
+from pybridge.zarr.oserrors import file_error
 from pybridge.errors import BridgeError, DecodeFailed, InvalidMetadata, StoreError
 
 __all__ = [

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from pybridge.errors import TooLarge
 
 if TYPE_CHECKING:
-    from pybridge.call import Call
-    from pybridge.shm import Segment
+    from pybridge.rpc.call import Call
+    from pybridge.handoff.shm import Segment
 
 __all__ = ["JANITOR", "MAX_HANDOFF_BYTES", "HandoffJanitor", "HandoffUnavailable",
            "handoff_segment"]
@@ -55,7 +55,7 @@ def handoff_segment(call: Call, nbytes: int) -> Iterator[Segment]:
     :class:`HandoffUnavailable` (before the block) when ``/dev/shm`` cannot
     hold ``nbytes``.
     """
-    from pybridge.shm import Segment, ShmUnavailable
+    from pybridge.handoff.shm import Segment, ShmUnavailable
 
     if nbytes > MAX_HANDOFF_BYTES:
         raise TooLarge(f"a handoff result of {nbytes} bytes is over the limit of "

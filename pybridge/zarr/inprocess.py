@@ -1,7 +1,7 @@
 """Reads and writes through zarr-python inside the sidecar.
 
-The workers decode filesystem chunks themselves (:mod:`pybridge.arrays.read`
-and :mod:`pybridge.arrays.write`). Everything else goes through zarr-python
+The workers decode filesystem chunks themselves (:mod:`pybridge.zarr.read`
+and :mod:`pybridge.zarr.write`). Everything else goes through zarr-python
 here, in the handler thread:
 
 - zip and memory stores (the workers cannot see them);
@@ -20,18 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pybridge.arrays.chunks import chunk_parts, product
-from pybridge.arrays.metadata import ArrayMeta, zarr_array
-from pybridge.arrays.worker import out_dtype, zarr_read
-from pybridge.arrays.write import LOCKS
+from pybridge.zarr.chunks import chunk_parts, product
+from pybridge.zarr.metadata import ArrayMeta, zarr_array
+from pybridge.zarr.chunk_tasks import out_dtype, zarr_read
+from pybridge.zarr.write import LOCKS
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
-from pybridge.protocol import MAX_FRAME_ELEMENTS
+from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pybridge.arrays.kv import KV
-    from pybridge.call import Call
+    from pybridge.zarr.kv import KV
+    from pybridge.rpc.call import Call
 
 __all__ = ["read_bytes", "read_values", "selection_shape", "write_bytes", "write_values"]
 
@@ -87,7 +87,7 @@ def _checked(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
     except (BridgeError, OSError, MemoryError):
         raise
     except Exception:
-        from pybridge.arrays.chunks import as_banded
+        from pybridge.zarr.chunks import as_banded
 
         shape, grid, blo, bhi = as_banded(meta.spec.shape, meta.spec.grid, lo, hi)
         for part in chunk_parts(shape, grid, blo, bhi):
@@ -123,7 +123,7 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
     row_bytes = product(shape[1:]) * dtype.itemsize
     settings = call.context.settings
     if handoff and nbytes >= settings.handoff_threshold:
-        from pybridge.handoff import HandoffUnavailable
+        from pybridge.handoff.results import HandoffUnavailable
 
         try:
             _read_handoff(call, meta, z, lo, hi, step, shape, dtype, nbytes, result)
@@ -149,7 +149,7 @@ def _read_handoff(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Se
     """Read the selection into a fresh handoff segment (``result["shm"]``)."""
     import numpy as np
 
-    from pybridge.handoff import handoff_segment
+    from pybridge.handoff.results import handoff_segment
 
     row_bytes = product(shape[1:]) * dtype.itemsize
     with handoff_segment(call, nbytes) as seg:
@@ -200,7 +200,7 @@ def read_values(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequ
 
 
 def _chunk_keys(meta: ArrayMeta, lo: Sequence[int], hi: Sequence[int]) -> list[Any]:
-    from pybridge.arrays.chunks import as_banded
+    from pybridge.zarr.chunks import as_banded
 
     shape, grid, blo, bhi = as_banded(meta.spec.shape, meta.spec.grid, lo, hi)
     return [(meta.spec.dir, p.coords) for p in chunk_parts(shape, grid, blo, bhi)]

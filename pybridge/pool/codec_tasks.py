@@ -14,7 +14,7 @@ zfp streams are checked first because zfp trusts its header blindly).
 
 Decoders that announce their output size in a header (zstd, blosc, lz4)
 decode straight into the worker's output segment
-(:func:`pybridge.workers.output_buffer`), so a decoded chunk is written once.
+(:func:`pybridge.pool.pool.output_buffer`), so a decoded chunk is written once.
 
 Pipelines describe one chunk of a Zarr array:
 
@@ -55,7 +55,7 @@ from pybridge.errors import (
     InvalidCodecConfig,
     UnsupportedDtype,
 )
-from pybridge.workers import output_buffer
+from pybridge.pool.pool import output_buffer
 
 __all__ = [
     "decode",
@@ -320,7 +320,7 @@ def decode_run(payload: Any, config: Mapping[str, Any], dtype: Any,
     (``lengths``); item ``k`` decodes to exactly ``sizes[k]`` bytes (told
     beforehand, from the codec's header or from ``dtype`` and ``shape``).
     In a worker the buffer is the task's output segment
-    (:func:`pybridge.workers.output_buffer`), which the worker reuses, so
+    (:func:`pybridge.pool.pool.output_buffer`), which the worker reuses, so
     decoding writes into warm memory and the result leaves without a copy.
     A decoded size other than announced is
     :class:`~pybridge.errors.DataSizeMismatch`; an error names its item as
@@ -375,7 +375,7 @@ def _decode_sized_into(codec: Any, item: memoryview, config: Mapping[str, Any],
 def blosc_checked(payload: Any, what: str) -> None:
     """Refuse a blosc frame cut short: blosc trusts the compressed size in its
     header and would read past the end of the buffer."""
-    from pybridge.arrays.pipeline import check_blosc_frame
+    from pybridge.zarr.chunk_codecs import check_blosc_frame
 
     try:
         check_blosc_frame(payload)
@@ -477,7 +477,7 @@ def decoded_size(codec_id: str, payload: Any) -> int | None:
     """The decoded size a zstd, blosc or lz4 buffer announces, or None.
 
     Codecs that can tell their output size up front decode straight into
-    the worker's output segment (:func:`pybridge.workers.output_buffer`).
+    the worker's output segment (:func:`pybridge.pool.pool.output_buffer`).
     """
     try:
         head = bytes(memoryview(payload)[:18])

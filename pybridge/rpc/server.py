@@ -1,7 +1,7 @@
 """The read loop and dispatch: frames in, handlers run, replies out.
 
-Layering (as in pynvim's msgpack_rpc): :mod:`pybridge.framing` moves frames,
-:mod:`pybridge.protocol` turns them into messages, this module dispatches
+Layering (as in pynvim's msgpack_rpc): :mod:`pybridge.rpc.framing` moves frames,
+:mod:`pybridge.rpc.protocol` turns them into messages, this module dispatches
 them, and :mod:`pybridge.methods` holds the handlers.
 
 One **reader thread** (the main thread) reads frames without pause. For a
@@ -17,7 +17,7 @@ Replies are written by whoever finishes, so they go out in completion order.
 Notifications are handled on the reader thread: ``cancel`` sets the call's
 ``cancelled`` event (a queued call then never runs, and no reply is sent for
 a cancelled call), ``stream.data`` feeds the call's upload queue (see
-:mod:`pybridge.call` for the back-pressure this implies).
+:mod:`pybridge.rpc.call` for the back-pressure this implies).
 
 Bad input never stops the loop: a body that is not msgpack or not a valid
 message gets ``invalid_message``, addressed to the request id when one could
@@ -38,7 +38,7 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pybridge.call import Call
+from pybridge.rpc.call import Call
 from pybridge.errors import (
     BridgeError,
     Cancelled,
@@ -49,7 +49,7 @@ from pybridge.errors import (
     TooLarge,
     UnknownMethod,
 )
-from pybridge.framing import (
+from pybridge.rpc.framing import (
     FrameReader,
     FrameWriter,
     OversizedFrame,
@@ -57,8 +57,8 @@ from pybridge.framing import (
     set_pipe_size,
 )
 from pybridge.libraries import ready
-from pybridge.params import Bin, Int, validate
-from pybridge.protocol import (
+from pybridge.rpc.params import Bin, Int, validate
+from pybridge.rpc.protocol import (
     BadMessage,
     Request,
     pack_notification,
@@ -97,7 +97,7 @@ def _type_name(exc: BaseException) -> str:
     """The exception's type as the wire shows it.
 
     An exception that stands for one raised elsewhere (a worker's
-    :class:`~pybridge.workers.RemoteError`) names the original type through
+    :class:`~pybridge.pool.pool.RemoteError`) names the original type through
     its ``python_type`` attribute.
     """
     remote = getattr(exc, "python_type", None)
@@ -421,7 +421,7 @@ def _drop_handoff(result: Any) -> None:
     """Unlink the shared-memory file a result hands over, when its reply is dropped.
 
     Only this sidecar's own segments are touched (the name check of
-    :func:`pybridge.shm.segment_pid`), whatever the result says.
+    :func:`pybridge.handoff.shm.segment_pid`), whatever the result says.
     """
     if not isinstance(result, dict):
         return
@@ -429,7 +429,7 @@ def _drop_handoff(result: Any) -> None:
     path = handoff.get("path") if isinstance(handoff, dict) else None
     if not isinstance(path, str):
         return
-    from pybridge import shm
+    from pybridge.handoff import shm
 
     if os.path.dirname(path) == shm.SHM_DIR and shm.segment_pid(path) == shm.sidecar_pid():
         try:
@@ -466,7 +466,7 @@ def _take_channel(settings: Settings) -> tuple[int, int]:
 
 def _sweep() -> None:
     """Remove every shared-memory file named after this sidecar (never raises)."""
-    from pybridge import shm
+    from pybridge.handoff import shm
 
     try:
         removed = shm.sweep_own()

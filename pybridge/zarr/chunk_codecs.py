@@ -2,7 +2,7 @@
 
 This module runs in the workers (and in the sidecar's handler threads for
 small requests). It knows one array through a :class:`ChunkSpec`, a small
-picklable description built by :mod:`pybridge.arrays.metadata`:
+picklable description built by :mod:`pybridge.zarr.metadata`:
 
 - engine ``"v2"``: Zarr v2 chunks, ``filters`` then ``compressor``, exactly
   as zarr-python's ``V2Codec`` does it;
@@ -13,11 +13,11 @@ picklable description built by :mod:`pybridge.arrays.metadata`:
 - engine ``"zarr"``: anything else (sharding, transpose, ...): zarr-python
   itself reads and writes the region, inside the worker. A sharded array
   whose inner chunks are of the simple v3 kind also carries a
-  :class:`~pybridge.arrays.shards.ShardLayout`: its reads are done by hand
-  (:mod:`pybridge.arrays.shards`), its writes by zarr-python.
+  :class:`~pybridge.zarr.shards.ShardLayout`: its reads are done by hand
+  (:mod:`pybridge.zarr.shards`), its writes by zarr-python.
 
 Chunk files are read straight from the filesystem, through
-:mod:`pybridge.arrays.files` (nothing but a regular file is read, and one
+:mod:`pybridge.zarr.files` (nothing but a regular file is read, and one
 larger than its chunk can be is refused unread: :func:`chunk_limit`), and
 written atomically (a temporary file in the same directory, then
 :func:`os.replace`). When the
@@ -37,15 +37,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.chunks import chunk_key
-from pybridge.arrays.oserrors import file_error
-from pybridge.arrays.store import check_inside
+from pybridge.zarr.chunks import chunk_key
+from pybridge.zarr.oserrors import file_error
+from pybridge.zarr.store import check_inside
 from pybridge.errors import BridgeError, DecodeFailed, EncodeFailed, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pybridge.arrays.shards import ShardLayout
+    from pybridge.zarr.shards import ShardLayout
 
 __all__ = [
     "ChunkSpec",
@@ -337,7 +337,7 @@ def _decode_exact(codec: Any, cid: str | None, data: Any, out: np.ndarray) -> np
     """
     from numcodecs.compat import ensure_contiguous_ndarray
 
-    from pybridge.tasks import decoded_size
+    from pybridge.pool.codec_tasks import decoded_size
 
     expected = out.nbytes
     if cid in HEADER_CHECKED:
@@ -501,9 +501,9 @@ def read_chunk_file(path: str, limit: int | None = None) -> bytes | None:
 
     Anything but a regular file there is :class:`StoreError`; a file over
     ``limit`` bytes (see :func:`chunk_limit`) is :class:`DecodeFailed`,
-    refused before it is read (:mod:`pybridge.arrays.files`).
+    refused before it is read (:mod:`pybridge.zarr.files`).
     """
-    from pybridge.arrays.files import read_regular
+    from pybridge.zarr.files import read_regular
 
     return read_regular(path, "chunk", limit, DecodeFailed)
 
@@ -511,7 +511,7 @@ def read_chunk_file(path: str, limit: int | None = None) -> bytes | None:
 def chunk_limit(spec: ChunkSpec) -> int | None:
     """The most bytes a stored chunk (or shard) of ``spec`` may hold (None:
     no bound, for variable-length data)."""
-    from pybridge.arrays.files import max_stored_bytes
+    from pybridge.zarr.files import max_stored_bytes
 
     if spec.dtype in ("|O", "O") or "StringDType" in spec.dtype:
         return None

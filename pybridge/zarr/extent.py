@@ -16,7 +16,7 @@ done; ``array.read``, ``array.write`` and ``array.write_chunk_raw`` hold it
   wiping the rows an append had just put there).
 
 Reads and writes of the same array still run concurrently with each other
-(their chunks have their own locks, :data:`pybridge.arrays.write.LOCKS`).
+(their chunks have their own locks, :data:`pybridge.zarr.write.LOCKS`).
 Waiters are served in arrival order, so a stream of appends cannot starve
 the readers or the other way round. A waiting request stays cancellable.
 
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 from pybridge.errors import Cancelled
 
 if TYPE_CHECKING:
-    from pybridge.arrays.store import StoreRef
-    from pybridge.call import Call
+    from pybridge.zarr.store import StoreRef
+    from pybridge.rpc.call import Call
 
 __all__ = ["EXTENT", "ExtentLocks", "extent_key"]
 

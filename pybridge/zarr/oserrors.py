@@ -23,7 +23,7 @@ import re
 import shutil
 from collections.abc import Iterator
 
-from pybridge.arrays.store import StoreRef
+from pybridge.zarr.store import StoreRef
 from pybridge.errors import BridgeError, StoreError
 
 __all__ = ["failed_path", "file_error", "reason", "store_error", "store_io", "undo_new_dirs"]

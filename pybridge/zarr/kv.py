@@ -8,7 +8,7 @@ as in zarr-python.
 Open a KV with :func:`session`, a context manager: for a zip store opened
 for writing, everything written inside it becomes visible at once when the
 block ends without an exception, and nothing otherwise
-(:mod:`pybridge.arrays.zipstore`). Filesystem writes are atomic per file;
+(:mod:`pybridge.zarr.zipstore`). Filesystem writes are atomic per file;
 memory writes are plain dict assignments.
 """
 
@@ -20,9 +20,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from pybridge.arrays.files import limits_for
-from pybridge.arrays.oserrors import file_error
-from pybridge.arrays.store import StoreRef, check_inside
+from pybridge.zarr.files import limits_for
+from pybridge.zarr.oserrors import file_error
+from pybridge.zarr.store import StoreRef, check_inside
 from pybridge.errors import StoreError
 
 __all__ = ["KV", "MemoryHolder", "confined_local_store", "session", "with_limit"]
@@ -47,7 +47,7 @@ class KV:
     def get(self, key: str, limit: int | None = None) -> bytes | None:
         """The bytes of ``key`` (None: missing).
 
-        A metadata document over :data:`~pybridge.arrays.files.MAX_METADATA_BYTES`
+        A metadata document over :data:`~pybridge.zarr.files.MAX_METADATA_BYTES`
         is :class:`InvalidMetadata`; any other value over ``limit`` bytes is
         :class:`DecodeFailed` (a stored chunk larger than any encoding of it).
         """
@@ -79,11 +79,11 @@ class KV:
 def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool,
                          limit: int | None = None) -> Any:
     """zarr-python's ``LocalStore`` at ``root``, reading files as
-    :mod:`pybridge.arrays.files` does (no FIFO, device or directory is read;
+    :mod:`pybridge.zarr.files` does (no FIFO, device or directory is read;
     metadata documents and, with ``limit``, chunks are refused above their
     size limits); with ``roots``, one that refuses to read or write a file
     that resolves outside them (a symlink inside)."""
-    from pybridge.arrays.metadata import import_zarr
+    from pybridge.zarr.metadata import import_zarr
 
     import_zarr()
     return _confined_class()(root, roots, read_only=read_only, limit=limit)
@@ -127,7 +127,7 @@ def _confined_class() -> Any:
             return path
 
         def _read(self, key: str, byte_range: Any) -> bytes | None:
-            from pybridge.arrays.files import read_range, read_regular
+            from pybridge.zarr.files import read_range, read_regular
 
             path = self._check(key)
             what, limit, oversize = limits_for(key, self.limit)
@@ -183,7 +183,7 @@ class FilesystemKV(KV):
         return path
 
     def get(self, key: str, limit: int | None = None) -> bytes | None:
-        from pybridge.arrays.files import read_regular
+        from pybridge.zarr.files import read_regular
 
         what, limit, oversize = limits_for(key, limit)
         return read_regular(self._path(key), what, limit, oversize)
@@ -203,12 +203,12 @@ class FilesystemKV(KV):
         return None if stamp is None else int(stamp[1])
 
     def set(self, key: str, data: bytes) -> None:
-        from pybridge.arrays.pipeline import write_chunk_file
+        from pybridge.zarr.chunk_codecs import write_chunk_file
 
         write_chunk_file(self._path(key), data)
 
     def delete(self, key: str) -> None:
-        from pybridge.arrays.pipeline import remove_chunk_file
+        from pybridge.zarr.chunk_codecs import remove_chunk_file
 
         remove_chunk_file(self._path(key))
 
@@ -266,7 +266,7 @@ class MemoryKV(KV):
         return [k for k in list(self.dict) if k.startswith(prefix + "/")]
 
     def children(self, prefix: str) -> list[str]:
-        from pybridge.arrays.zipstore import child_names
+        from pybridge.zarr.zipstore import child_names
 
         return child_names(list(self.dict), prefix)
 
@@ -275,7 +275,7 @@ class ZipKV(KV):
     kind = "zip"
 
     def __init__(self, ref: StoreRef, archive: Any, zip_session: Any) -> None:
-        from pybridge.arrays.zipstore import ZipArchiveStore, archive_stamp
+        from pybridge.zarr.zipstore import ZipArchiveStore, archive_stamp
 
         self.path = ref.root
         self.archive = archive
@@ -316,7 +316,7 @@ class ZipKV(KV):
         return [k for k in keys if k.startswith(prefix + "/")]
 
     def children(self, prefix: str) -> list[str]:
-        from pybridge.arrays.zipstore import child_names
+        from pybridge.zarr.zipstore import child_names
 
         return child_names(self.archive.keys() if self.archive is not None else [], prefix)
 
@@ -330,7 +330,7 @@ def session(ref: StoreRef, writable: bool = False) -> Iterator[KV]:
     if ref.kind == "memory":
         yield MemoryKV(ref, writable)
         return
-    from pybridge.arrays.zipstore import ZipSession, open_reader, session_lock
+    from pybridge.zarr.zipstore import ZipSession, open_reader, session_lock
 
     if not writable:
         yield ZipKV(ref, open_reader(ref.root), None)

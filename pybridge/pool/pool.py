@@ -2,7 +2,7 @@
 
 ``WorkerPool(size)`` keeps ``size`` worker processes, started through the
 ``forkserver`` start method (the fork server preloads numpy, numcodecs, zarr
-and :mod:`pybridge.tasks`, so a new worker costs a fork, not an import). Each
+and :mod:`pybridge.pool.codec_tasks`, so a new worker costs a fork, not an import). Each
 worker is served by one dispatcher thread in the sidecar. A task is a
 module-level function called in a worker as ``fn(payload, *args)``.
 
@@ -13,7 +13,7 @@ Transport
     used in turn, and output segments (created by the worker) by index.
     Segments are reused from task to task, and only recreated to grow (or to
     shrink after an unusually large buffer). They are made with
-    :meth:`pybridge.shm.Segment.scratch`: in ``/dev/shm``, or as memfds when
+    :meth:`pybridge.handoff.shm.Segment.scratch`: in ``/dev/shm``, or as memfds when
     ``/dev/shm`` cannot hold them. Small payloads and every other
     argument or return value go through the worker's pipe, pickled.
 
@@ -102,7 +102,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from pybridge import errors, shm
+from pybridge import errors
+from pybridge.handoff import shm
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerProcess
@@ -110,13 +111,13 @@ if TYPE_CHECKING:
 __all__ = ["SHM_THRESHOLD", "RemoteError", "WorkerPool", "in_worker", "output_buffer", "probe",
            "quiet_blosc", "tune_malloc"]
 
-log = logging.getLogger("pybridge.workers")
+log = logging.getLogger("pybridge.pool.pool")
 
 #: Payloads and bytes results bigger than this go through shared memory.
 SHM_THRESHOLD = 64 * 1024
 
 #: Modules the fork server imports once, before it forks any worker.
-PRELOAD = ["pybridge.workers", "pybridge.tasks", "pybridge.arrays.worker", "numpy", "numcodecs",
+PRELOAD = ["pybridge.pool.pool", "pybridge.pool.codec_tasks", "pybridge.zarr.chunk_tasks", "numpy", "numcodecs",
            "zarr"]
 
 #: Freed memory glibc may keep for reuse (see :func:`tune_malloc`).
@@ -596,7 +597,7 @@ class WorkerPool:
 
         Idempotent. Workers get SIGTERM, then SIGKILL after half a second.
         When the last started pool of the process closes, every segment named
-        after this sidecar is swept (:func:`pybridge.shm.sweep_own`).
+        after this sidecar is swept (:func:`pybridge.handoff.shm.sweep_own`).
         """
         with self._lock:
             if self._closed:

@@ -1,8 +1,8 @@
 """Chunk tasks that run in the workers (and, for small requests, in place).
 
-A task gets a :class:`~pybridge.arrays.pipeline.ChunkSpec`, a band buffer
+A task gets a :class:`~pybridge.zarr.chunk_codecs.ChunkSpec`, a band buffer
 (a shared-memory segment named by its path, viewed as a C-order array of
-the band's shape) and a list of :class:`~pybridge.arrays.chunks.ChunkPart`
+the band's shape) and a list of :class:`~pybridge.zarr.chunks.ChunkPart`
 whose ``out`` corners are relative to the band.
 
 - :func:`read_parts` decodes each chunk and copies the part into the band
@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pybridge.arrays.chunks import ChunkPart, product
-from pybridge.arrays.pipeline import (
+from pybridge.zarr.chunks import ChunkPart, product
+from pybridge.zarr.chunk_codecs import (
     ChunkSpec,
     blame_chunk,
     can_decode_into,
@@ -44,7 +44,7 @@ from pybridge.errors import BridgeError, DecodeFailed, StoreError
 if TYPE_CHECKING:
     import numpy as np
 
-    from pybridge.shm import Segment
+    from pybridge.handoff.shm import Segment
 
 __all__ = ["band_view", "fill_parts", "read_parts", "read_parts_to_file", "store_parts",
            "write_parts", "write_parts_from", "zarr_read"]
@@ -57,7 +57,7 @@ _SEGMENT_CACHE_BYTES = 96 << 20
 
 
 def _segment(path: str, keep: bool) -> Segment:
-    from pybridge.shm import Segment
+    from pybridge.handoff.shm import Segment
 
     seg = _SEGMENTS.get(path)
     if seg is not None:
@@ -117,8 +117,8 @@ def _zarr_array(spec: ChunkSpec, writable: bool) -> Any:
         from zarr.core.array import AsyncArray
         from zarr.storage import StorePath
 
-        from pybridge.arrays.kv import confined_local_store
-        from pybridge.arrays.pipeline import checked_store
+        from pybridge.zarr.kv import confined_local_store
+        from pybridge.zarr.chunk_codecs import checked_store
 
         doc = json.loads(spec.meta_json)
         store = checked_store(confined_local_store(spec.root, spec.roots, not writable,
@@ -138,12 +138,12 @@ def _reshape_0d(spec: ChunkSpec, arr: np.ndarray) -> np.ndarray:
 def fill_parts(out: np.ndarray, spec: ChunkSpec, parts: Sequence[ChunkPart]) -> int:
     """Decode ``parts`` into ``out`` (the band). Returns chunks read.
 
-    A sharded array with a :class:`~pybridge.arrays.shards.ShardLayout` is
-    read by hand, shard by shard (:func:`~pybridge.arrays.shards.fill_shard`);
+    A sharded array with a :class:`~pybridge.zarr.shards.ShardLayout` is
+    read by hand, shard by shard (:func:`~pybridge.zarr.shards.fill_shard`);
     other ``"zarr"``-engine arrays through zarr-python.
     """
     if spec.shard is not None:
-        from pybridge.arrays.shards import fill_shard
+        from pybridge.zarr.shards import fill_shard
 
         for p in parts:
             fill_shard(out[_out_slices(p)], spec, p)
@@ -208,7 +208,7 @@ def _check_chunk_decodes(spec: ChunkSpec, part: ChunkPart) -> None:
     hi = tuple(min(g, n - i * g) for i, g, n in zip(part.coords, spec.grid, spec.shape))
     whole = ChunkPart(part.coords, (0,) * len(hi), hi, (0,) * len(hi), True)
     if spec.shard is not None:
-        from pybridge.arrays.shards import fill_shard
+        from pybridge.zarr.shards import fill_shard
 
         fill_shard(np.empty(hi, dtype=out_dtype(spec.dtype)), spec, whole)
         return
@@ -292,7 +292,7 @@ def _store_shard(region: np.ndarray, spec: ChunkSpec, part: ChunkPart) -> None:
 
     import numpy as np
 
-    from pybridge.arrays.shards import EMPTY
+    from pybridge.zarr.shards import EMPTY
 
     layout = spec.shard
     assert layout is not None
@@ -357,7 +357,7 @@ def _store_error(e: OSError) -> NoReturn:
     BridgeError already (some are OSErrors too): then re-raise it as it is."""
     if isinstance(e, BridgeError):
         raise e
-    from pybridge.arrays.oserrors import file_error, reason
+    from pybridge.zarr.oserrors import file_error, reason
 
     if e.filename is None:
         raise StoreError(f"store I/O failed: {reason(e)}") from e
@@ -394,7 +394,7 @@ def read_parts_to_file(payload: Any, spec: ChunkSpec, path: str, offset: int,
             count = fill_parts(band, spec, parts)
         finally:
             del band
-        from pybridge.shm import pwrite_all
+        from pybridge.handoff.shm import pwrite_all
 
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:

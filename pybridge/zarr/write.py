@@ -26,7 +26,7 @@ other's updates.
 
 Arrays in zip and memory stores and the variable-length dtypes (whose data
 come as ``values``) are written through zarr-python in the sidecar
-(:mod:`pybridge.arrays.inprocess`), under the same locks.
+(:mod:`pybridge.zarr.inprocess`), under the same locks.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.buffers import BUFFERS, split
-from pybridge.arrays.chunks import (
+from pybridge.zarr.buffers import BUFFERS, split
+from pybridge.zarr.chunks import (
     ChunkPart,
     as_banded,
     band_ranges,
@@ -48,15 +48,15 @@ from pybridge.arrays.chunks import (
     product,
     rows_per_band,
 )
-from pybridge.arrays.metadata import ArrayMeta
-from pybridge.arrays.read import check_request_size
-from pybridge.arrays.worker import out_dtype, store_parts, write_parts, write_parts_from
+from pybridge.zarr.metadata import ArrayMeta
+from pybridge.zarr.read import check_request_size
+from pybridge.zarr.chunk_tasks import out_dtype, store_parts, write_parts, write_parts_from
 from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
-    from pybridge.call import Call, UploadFile
-    from pybridge.shm import Segment
+    from pybridge.zarr.kv import KV
+    from pybridge.rpc.call import Call, UploadFile
+    from pybridge.handoff.shm import Segment
 
 __all__ = ["LOCKS", "LockTable", "write_array"]
 
@@ -171,7 +171,7 @@ def write_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None
     """
     import numpy as np
 
-    from pybridge.arrays import inprocess
+    from pybridge.zarr import inprocess
 
     spec = meta.spec
     lo, hi = write_box(meta, start, shape)

@@ -4,7 +4,7 @@ A store ref names where a node lives:
 
 - ``{"kind": "filesystem", "path": "/abs/dir"}``: a directory;
 - ``{"kind": "zip", "path": "/abs/file.zip"}``: a zip archive
-  (:mod:`pybridge.arrays.zipstore`);
+  (:mod:`pybridge.zarr.zipstore`);
 - ``{"kind": "memory", "name": str}``: a named store inside the sidecar,
   kept in ``context.stores`` for the sidecar's lifetime.
 
@@ -115,15 +115,15 @@ def check_inside(path: str, roots: Sequence[str]) -> None:
 def memory_store(stores: dict[str, Any], name: str, create: bool) -> Any:
     """The memory store ``name`` from ``context.stores`` (created when asked).
 
-    Returns a :class:`~pybridge.arrays.kv.MemoryHolder`.
+    Returns a :class:`~pybridge.zarr.kv.MemoryHolder`.
     """
     key = MEMORY_PREFIX + name
     store = stores.get(key)
     if store is None:
         if not create:
             raise NotFound(f"no memory store named {name!r}", store=name)
-        from pybridge.arrays.kv import MemoryHolder
-        from pybridge.arrays.metadata import import_zarr
+        from pybridge.zarr.kv import MemoryHolder
+        from pybridge.zarr.metadata import import_zarr
 
         import_zarr()
         with _memory_lock:

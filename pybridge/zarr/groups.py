@@ -1,6 +1,6 @@
 """Groups: create, open, list members, walk the tree, attributes, consolidate.
 
-Group documents are read by :mod:`pybridge.arrays.docs`; creating groups,
+Group documents are read by :mod:`pybridge.zarr.documents`; creating groups,
 changing their attributes and consolidating metadata go through
 zarr-python. A group with consolidated metadata (v2 ``.zmetadata``, or
 zarr-python's v3 inline form) lists its members and its tree from it, as
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.docs import (
+from pybridge.zarr.documents import (
     ZMETADATA,
     NodeDoc,
     consolidated_docs,
@@ -24,13 +24,13 @@ from pybridge.arrays.docs import (
     node_signature,
     read_node,
 )
-from pybridge.arrays.metadata import import_zarr, meta_from_doc, plain
-from pybridge.arrays.oserrors import store_error, undo_new_dirs
-from pybridge.arrays.store import StoreRef
+from pybridge.zarr.metadata import import_zarr, meta_from_doc, plain
+from pybridge.zarr.oserrors import store_error, undo_new_dirs
+from pybridge.zarr.store import StoreRef
 from pybridge.errors import AlreadyExists, BridgeError, InvalidParams, NotFound
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
+    from pybridge.zarr.kv import KV
 
 __all__ = [
     "consolidate",

@@ -16,10 +16,10 @@ Three paths, chosen by the result's size:
 
 Data is always little-endian C order of the selection's shape. Arrays in zip
 and memory stores, selections with a step, and the variable-length dtypes
-are read through zarr-python in the sidecar (:mod:`pybridge.arrays.inprocess`).
+are read through zarr-python in the sidecar (:mod:`pybridge.zarr.inprocess`).
 
 A handoff segment is unlinked on every path the sidecar controls
-(:func:`pybridge.handoff.handoff_segment`).
+(:func:`pybridge.handoff.results.handoff_segment`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.buffers import BUFFERS, split
-from pybridge.arrays.chunks import (
+from pybridge.zarr.buffers import BUFFERS, split
+from pybridge.zarr.chunks import (
     as_banded,
     band_ranges,
     chunk_parts,
@@ -39,15 +39,15 @@ from pybridge.arrays.chunks import (
     product,
     rows_per_band,
 )
-from pybridge.arrays.metadata import ArrayMeta
-from pybridge.arrays.worker import fill_parts, out_dtype, read_parts, read_parts_to_file
+from pybridge.zarr.metadata import ArrayMeta
+from pybridge.zarr.chunk_tasks import fill_parts, out_dtype, read_parts, read_parts_to_file
 from pybridge.errors import InvalidSelection, TooLarge
-from pybridge.handoff import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
+from pybridge.handoff.results import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
-    from pybridge.call import Call
-    from pybridge.shm import Segment
+    from pybridge.zarr.kv import KV
+    from pybridge.rpc.call import Call
+    from pybridge.handoff.shm import Segment
 
 __all__ = ["MAX_HANDOFF_BYTES", "check_request_size", "handoff_segment", "read_array"]
 
@@ -85,7 +85,7 @@ def read_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None,
     """The ``array.read`` result for ``[start, stop)`` (every ``step``) of ``meta``."""
     import numpy as np
 
-    from pybridge.arrays import inprocess
+    from pybridge.zarr import inprocess
 
     spec = meta.spec
     lo, hi = normalize_selection(meta.shape, start, stop)
@@ -217,7 +217,7 @@ def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[in
 
     Each task's rows are one contiguous range of the result, which its
     worker decodes into a buffer of its own and writes into the segment
-    with ``pwrite`` (:func:`~pybridge.arrays.worker.read_parts_to_file`).
+    with ``pwrite`` (:func:`~pybridge.zarr.chunk_tasks.read_parts_to_file`).
     """
     itemsize = out_dtype(meta.spec.dtype).itemsize
     inner = tuple(b - a for a, b in zip(blo[1:], bhi[1:]))

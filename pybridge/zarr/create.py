@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pybridge.arrays.docs import node_signature
-from pybridge.arrays.kv import KV, session
-from pybridge.arrays.metadata import (
+from pybridge.zarr.documents import node_signature
+from pybridge.zarr.kv import KV, session
+from pybridge.zarr.metadata import (
     BLOSC_SHUFFLE,
     BLOSC_SHUFFLE_NAME,
     DEFAULT,
@@ -34,8 +34,8 @@ from pybridge.arrays.metadata import (
     plain,
     where,
 )
-from pybridge.arrays.oserrors import store_error, undo_new_dirs
-from pybridge.arrays.store import StoreRef
+from pybridge.zarr.oserrors import store_error, undo_new_dirs
+from pybridge.zarr.store import StoreRef
 from pybridge.errors import (
     AlreadyExists,
     BridgeError,

@@ -49,13 +49,13 @@ from pybridge.errors import (
     InvalidParams,
     TooLarge,
 )
-from pybridge.protocol import stream_data_parts
+from pybridge.rpc.protocol import stream_data_parts
 
 if TYPE_CHECKING:
     from pybridge.context import SidecarContext
-    from pybridge.framing import FrameWriter
+    from pybridge.rpc.framing import FrameWriter
     from pybridge.settings import Settings
-    from pybridge.shm import Segment
+    from pybridge.handoff.shm import Segment
 
 __all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadFile", "upload_file_path"]
 
@@ -181,7 +181,7 @@ class Call:
         step = self.context.settings.stream_frame_bytes
         self.streamed = True
         buf = memoryview(bytearray(min(step, nbytes)))
-        from pybridge.shm import open_segment
+        from pybridge.handoff.shm import open_segment
 
         fd = open_segment(path, os.O_RDONLY)
         try:
@@ -338,7 +338,7 @@ def upload_file_path(path: Any) -> str | None:
     ``/dev/shm/pybridge-<this sidecar's pid>-`` followed by a name without
     ``/`` (and without NUL).
     """
-    from pybridge import shm
+    from pybridge.handoff import shm
 
     if not isinstance(path, str):
         return None
@@ -382,7 +382,7 @@ class UploadFile:
             raise TooLarge(f"an upload of {nbytes} bytes is over the per-request limit of "
                            f"{limit} bytes", bytes=nbytes, limit=limit)
         if upload_file_path(path) is None:
-            from pybridge import shm as shm_
+            from pybridge.handoff import shm as shm_
 
             raise ForbiddenPath(
                 f"an upload file must be /dev/shm/{shm_.PREFIX}{shm_.sidecar_pid()}-<name>, "
@@ -422,7 +422,7 @@ class UploadFile:
         """The file mapped read-only in this process (mapped once)."""
         import mmap
 
-        from pybridge.shm import Segment
+        from pybridge.handoff.shm import Segment
 
         if self._seg is None:
             mm = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ) if self.size else None

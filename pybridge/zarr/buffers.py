@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from pybridge.shm import Segment
+    from pybridge.handoff.shm import Segment
 
 __all__ = ["BandBuffers", "BUFFERS", "split"]
 
@@ -38,7 +38,7 @@ class BandBuffers:
                 seg = min(fits, key=lambda s: s.size)
                 self._free.remove(seg)
                 return seg
-        from pybridge.shm import Segment
+        from pybridge.handoff.shm import Segment
 
         size = MiB
         while size < nbytes:

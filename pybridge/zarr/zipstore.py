@@ -41,7 +41,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from pybridge.arrays.oserrors import file_error
+from pybridge.zarr.oserrors import file_error
 from pybridge.errors import ForbiddenPath, StoreError
 
 __all__ = [
@@ -95,7 +95,7 @@ class ZipArchive:
 
         A whole read of a metadata document over its limit, or of anything
         else over ``limit`` bytes, is refused before it is read
-        (:func:`~pybridge.arrays.files.limits_for`).
+        (:func:`~pybridge.zarr.files.limits_for`).
         """
         with self.lock:
             info = self.infos.get(key)
@@ -109,7 +109,7 @@ class ZipArchive:
                 return _read_range(f, info.file_size, byte_range)
 
     def _check_size(self, key: str, info: zipfile.ZipInfo, limit: int | None) -> None:
-        from pybridge.arrays.files import limits_for
+        from pybridge.zarr.files import limits_for
 
         what, limit, oversize = limits_for(key, limit)
         if limit is not None and info.file_size > limit:
@@ -169,8 +169,8 @@ def archive_stamp(path: str) -> tuple[int, int, int] | None:
 
 def _regular(path: str) -> Any:
     """The archive file opened for reading (None: missing); anything but a
-    regular file is :class:`StoreError` (:mod:`pybridge.arrays.files`)."""
-    from pybridge.arrays.files import open_regular
+    regular file is :class:`StoreError` (:mod:`pybridge.zarr.files`)."""
+    from pybridge.zarr.files import open_regular
 
     fd = open_regular(path, "zip archive")
     return None if fd is None else os.fdopen(fd, "rb")
