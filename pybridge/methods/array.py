@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, InvalidParams, ReadOnly, StoreError
-from pybridge.methods import Method
+from pybridge.methods.method import Method
 from pybridge.rpc.params import MAX_DIM, Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge import PROTOCOL_VERSION, __version__
 from pybridge.errors import Cancelled, InvalidParams, ProtocolMismatch
-from pybridge.methods import Method
+from pybridge.methods.method import Method
 from pybridge.rpc.params import Bin, Int, Map, Str
 
 if TYPE_CHECKING:

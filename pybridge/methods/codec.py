@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
 from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
-from pybridge.methods import Method
+from pybridge.methods.method import Method
 from pybridge.rpc.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import ReadOnly
-from pybridge.methods import Method
+from pybridge.methods.method import Method
 from pybridge.methods.array import check_json, store_ref, with_store_errors
 from pybridge.rpc.params import Int, Map, Str
 
@@ -87,7 +87,7 @@ def get_attributes(call: Call) -> dict[str, Any]:
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
     from pybridge.zarr.groups import set_attributes
-    from pybridge.zarr.write import LOCKS
+    from pybridge.zarr.locks import LOCKS
 
     attrs = call.params["attributes"]
     check_json(attrs, "attributes")

@@ -184,7 +184,7 @@ def tune_malloc() -> bool:
 
 def quiet_blosc(use_threads: bool | None = None) -> None:
     """Give numcodecs' blosc a thread lock instead of a multiprocessing one
-    (:func:`pybridge.context.blosc_thread_lock` says why), and set its
+    (:func:`pybridge.pool.blosc.blosc_thread_lock` says why), and set its
     ``use_threads`` (None keeps numcodecs' default). Workers call it at
     start, from their only thread. Does nothing when numcodecs is missing.
     """
@@ -192,7 +192,7 @@ def quiet_blosc(use_threads: bool | None = None) -> None:
         import numcodecs.blosc as blosc
     except Exception:  # noqa: BLE001 - no blosc, nothing to do
         return
-    from pybridge.context import blosc_thread_lock
+    from pybridge.pool.blosc import blosc_thread_lock
 
     blosc_thread_lock(blosc)
     if use_threads is not None:

@@ -556,7 +556,8 @@ def _report_handoff(settings: Settings) -> None:
 
 def serve(settings: Settings) -> int:
     """Serve the channel until its input ends; return the exit status."""
-    from pybridge.context import SidecarContext, install_blosc_hook
+    from pybridge.context import SidecarContext
+    from pybridge.pool.blosc import install_blosc_hook
     from pybridge.methods import method_table
 
     try:

@@ -37,6 +37,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pybridge.pool.codec_tasks import check_blosc_frame
 from pybridge.zarr.chunks import chunk_key
 from pybridge.zarr.oserrors import file_error
 from pybridge.zarr.store import check_inside
@@ -57,9 +58,6 @@ __all__ = [
     "spec_dtype",
     "encode_chunk",
     "is_fill",
-    "read_chunk_file",
-    "remove_chunk_file",
-    "write_chunk_file",
 ]
 
 #: ``id`` used in :attr:`ChunkSpec.compressors` for the v3 ``crc32c`` codec.
@@ -373,19 +371,6 @@ def blame_chunk(e: BridgeError, spec: ChunkSpec, index: tuple[int, ...]) -> None
         e.args = (e.message,)
 
 
-def check_blosc_frame(buf: Any) -> None:
-    """Refuse a blosc frame whose length is not the one its header states.
-
-    blosc itself decodes some truncated frames to garbage without a word.
-    """
-    mv = memoryview(buf).cast("B")
-    if mv.nbytes < 16:
-        raise ValueError(f"a blosc frame of {mv.nbytes} bytes is shorter than its header")
-    cbytes = int.from_bytes(mv[12:16], "little")
-    if cbytes != mv.nbytes:
-        raise ValueError(f"the blosc frame is {mv.nbytes} bytes long, its header says {cbytes}")
-
-
 def blosc_outermost(doc: dict[str, Any]) -> bool:
     """Whether every stored chunk of the array (metadata ``doc``) is a blosc frame."""
     if doc.get("zarr_format") == 2:
@@ -491,23 +476,6 @@ def is_fill(arr: np.ndarray, fill: Any) -> bool:
     return bool(np.all(got == want))
 
 
-# -- chunk files -----------------------------------------------------------
-
-_tmp_counter = itertools.count()
-
-
-def read_chunk_file(path: str, limit: int | None = None) -> bytes | None:
-    """The stored bytes of a chunk, or None when the chunk is missing.
-
-    Anything but a regular file there is :class:`StoreError`; a file over
-    ``limit`` bytes (see :func:`chunk_limit`) is :class:`DecodeFailed`,
-    refused before it is read (:mod:`pybridge.zarr.files`).
-    """
-    from pybridge.zarr.files import read_regular
-
-    return read_regular(path, "chunk", limit, DecodeFailed)
-
-
 def chunk_limit(spec: ChunkSpec) -> int | None:
     """The most bytes a stored chunk (or shard) of ``spec`` may hold (None:
     no bound, for variable-length data)."""
@@ -524,28 +492,3 @@ def chunk_limit(spec: ChunkSpec) -> int | None:
     return max_stored_bytes(raw, pieces)
 
 
-def write_chunk_file(path: str, data: bytes) -> None:
-    """Write a chunk atomically: a temporary file, then a rename."""
-    d = os.path.dirname(path)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{next(_tmp_counter)}.tmp")
-    try:
-        os.makedirs(d, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise file_error(e, "write chunk", path) from e
-
-
-def remove_chunk_file(path: str) -> None:
-    """Delete a chunk (it then reads as the fill value). Missing is fine."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise file_error(e, "delete chunk", path) from e

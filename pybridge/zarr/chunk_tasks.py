@@ -34,11 +34,9 @@ from pybridge.zarr.chunk_codecs import (
     decode_chunk,
     encode_chunk,
     is_fill,
-    read_chunk_file,
-    remove_chunk_file,
     spec_dtype,
-    write_chunk_file,
 )
+from pybridge.zarr.files import read_chunk_file, remove_chunk_file, write_chunk_file
 from pybridge.errors import BridgeError, DecodeFailed, StoreError
 
 if TYPE_CHECKING:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from pybridge.errors import InvalidSelection
+from pybridge.errors import InvalidSelection, TooLarge
 
 __all__ = [
+    "check_request_size",
     "ChunkPart",
     "as_banded",
     "band_ranges",
@@ -184,3 +185,11 @@ def band_ranges(lo: int, hi: int, chunk0: int, rows: int) -> Iterator[tuple[int,
         if b >= hi:
             return
         a, b = b, min(hi, b + rows)
+
+
+def check_request_size(settings: Any, nbytes: int) -> None:
+    """:class:`TooLarge` past ``settings.max_request_bytes`` (when it is set)."""
+    limit = getattr(settings, "max_request_bytes", None)
+    if limit is not None and nbytes > limit:
+        raise TooLarge(f"the request moves {nbytes} bytes, over the limit of {limit}",
+                       bytes=nbytes, limit=limit)

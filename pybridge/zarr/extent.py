@@ -16,7 +16,7 @@ done; ``array.read``, ``array.write`` and ``array.write_chunk_raw`` hold it
   wiping the rows an append had just put there).
 
 Reads and writes of the same array still run concurrently with each other
-(their chunks have their own locks, :data:`pybridge.zarr.write.LOCKS`).
+(their chunks have their own locks, :data:`pybridge.zarr.locks.LOCKS`).
 Waiters are served in arrival order, so a stream of appends cannot starve
 the readers or the other way round. A waiting request stays cancellable.
 

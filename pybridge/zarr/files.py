@@ -20,6 +20,7 @@ the caller decides what missing means (a chunk reads as the fill value).
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 from typing import Any
@@ -37,7 +38,10 @@ __all__ = [
     "open_regular",
     "read_metadata",
     "read_range",
+    "read_chunk_file",
     "read_regular",
+    "remove_chunk_file",
+    "write_chunk_file",
 ]
 
 KiB = 1024
@@ -207,3 +211,45 @@ def read_metadata(path: str) -> bytes | None:
     """A metadata document's bytes (None: missing); over
     :data:`MAX_METADATA_BYTES` is :class:`InvalidMetadata`."""
     return read_regular(path, "metadata document", MAX_METADATA_BYTES, InvalidMetadata)
+
+
+# -- chunk files -----------------------------------------------------------
+
+_tmp_counter = itertools.count()
+
+
+def read_chunk_file(path: str, limit: int | None = None) -> bytes | None:
+    """The stored bytes of a chunk, or None when the chunk is missing.
+
+    Anything but a regular file there is :class:`StoreError`; a file over
+    ``limit`` bytes (see :func:`chunk_limit`) is :class:`DecodeFailed`,
+    refused before it is read (:mod:`pybridge.zarr.files`).
+    """
+    return read_regular(path, "chunk", limit, DecodeFailed)
+
+
+def write_chunk_file(path: str, data: bytes) -> None:
+    """Write a chunk atomically: a temporary file, then a rename."""
+    d = os.path.dirname(path)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{next(_tmp_counter)}.tmp")
+    try:
+        os.makedirs(d, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise file_error(e, "write chunk", path) from e
+
+
+def remove_chunk_file(path: str) -> None:
+    """Delete a chunk (it then reads as the fill value). Missing is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise file_error(e, "delete chunk", path) from e

@@ -24,7 +24,8 @@ from pybridge.zarr.documents import (
     node_signature,
     read_node,
 )
-from pybridge.zarr.metadata import import_zarr, meta_from_doc, plain
+from pybridge.libraries import import_zarr
+from pybridge.zarr.metadata import meta_from_doc, plain
 from pybridge.zarr.oserrors import store_error, undo_new_dirs
 from pybridge.zarr.store import StoreRef
 from pybridge.errors import AlreadyExists, BridgeError, InvalidParams, NotFound

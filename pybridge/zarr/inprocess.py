@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pybridge.zarr.chunks import chunk_parts, product
 from pybridge.zarr.metadata import ArrayMeta, zarr_array
 from pybridge.zarr.chunk_tasks import out_dtype, zarr_read
-from pybridge.zarr.write import LOCKS
+from pybridge.zarr.locks import LOCKS
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
 from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 

@@ -22,20 +22,10 @@ from typing import Any
 
 from pybridge.zarr.files import limits_for
 from pybridge.zarr.oserrors import file_error
-from pybridge.zarr.store import StoreRef, check_inside
+from pybridge.zarr.store import MemoryHolder, StoreRef, check_inside
 from pybridge.errors import StoreError
 
-__all__ = ["KV", "MemoryHolder", "confined_local_store", "session", "with_limit"]
-
-
-class MemoryHolder:
-    """A memory store: the dict of its keys, and zarr-python's store over it."""
-
-    def __init__(self) -> None:
-        from zarr.storage import MemoryStore
-
-        self.dict: dict[str, Any] = {}
-        self.store = MemoryStore(store_dict=self.dict)
+__all__ = ["KV", "confined_local_store", "session", "with_limit"]
 
 
 class KV:
@@ -83,7 +73,7 @@ def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool,
     metadata documents and, with ``limit``, chunks are refused above their
     size limits); with ``roots``, one that refuses to read or write a file
     that resolves outside them (a symlink inside)."""
-    from pybridge.zarr.metadata import import_zarr
+    from pybridge.libraries import import_zarr
 
     import_zarr()
     return _confined_class()(root, roots, read_only=read_only, limit=limit)
@@ -203,12 +193,12 @@ class FilesystemKV(KV):
         return None if stamp is None else int(stamp[1])
 
     def set(self, key: str, data: bytes) -> None:
-        from pybridge.zarr.chunk_codecs import write_chunk_file
+        from pybridge.zarr.files import write_chunk_file
 
         write_chunk_file(self._path(key), data)
 
     def delete(self, key: str) -> None:
-        from pybridge.zarr.chunk_codecs import remove_chunk_file
+        from pybridge.zarr.files import remove_chunk_file
 
         remove_chunk_file(self._path(key))
 

@@ -26,7 +26,8 @@ from pybridge.zarr.documents import METADATA_KEYS, join
 from pybridge.zarr.metadata import ArrayMeta, forget, open_meta, zarr_array
 from pybridge.zarr.chunk_codecs import chunk_limit
 from pybridge.zarr.chunk_tasks import out_dtype
-from pybridge.zarr.write import LOCKS, write_array
+from pybridge.zarr.locks import LOCKS
+from pybridge.zarr.write import write_array
 from pybridge.errors import (
     Conflict,
     DataSizeMismatch,

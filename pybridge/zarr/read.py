@@ -33,6 +33,7 @@ from pybridge.zarr.buffers import BUFFERS, split
 from pybridge.zarr.chunks import (
     as_banded,
     band_ranges,
+    check_request_size,
     chunk_parts,
     count_chunks,
     normalize_selection,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.call import Call
     from pybridge.handoff.shm import Segment
 
-__all__ = ["MAX_HANDOFF_BYTES", "check_request_size", "handoff_segment", "read_array"]
+__all__ = ["MAX_HANDOFF_BYTES", "handoff_segment", "read_array"]
 
 MiB = 1 << 20
 #: A band holds at least this much (and at least 2 chunks per worker) ...
@@ -128,14 +129,6 @@ def read_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None,
 
     _banded(call, meta, shape, grid, blo, bhi, nbytes, result)
     return result
-
-
-def check_request_size(settings: Any, nbytes: int) -> None:
-    """:class:`TooLarge` past ``settings.max_request_bytes`` (when it is set)."""
-    limit = getattr(settings, "max_request_bytes", None)
-    if limit is not None and nbytes > limit:
-        raise TooLarge(f"the request moves {nbytes} bytes, over the limit of {limit}",
-                       bytes=nbytes, limit=limit)
 
 
 def _band_rows(call: Call, shape: tuple[int, ...], grid: tuple[int, ...],

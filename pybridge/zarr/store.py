@@ -112,18 +112,27 @@ def check_inside(path: str, roots: Sequence[str]) -> None:
         raise ForbiddenPath(f"{path!r} resolves outside the allowed roots", path=path)
 
 
+class MemoryHolder:
+    """A memory store: the dict of its keys, and zarr-python's store over it."""
+
+    def __init__(self) -> None:
+        from zarr.storage import MemoryStore
+
+        self.dict: dict[str, Any] = {}
+        self.store = MemoryStore(store_dict=self.dict)
+
+
 def memory_store(stores: dict[str, Any], name: str, create: bool) -> Any:
     """The memory store ``name`` from ``context.stores`` (created when asked).
 
-    Returns a :class:`~pybridge.zarr.kv.MemoryHolder`.
+    Returns a :class:`MemoryHolder`.
     """
     key = MEMORY_PREFIX + name
     store = stores.get(key)
     if store is None:
         if not create:
             raise NotFound(f"no memory store named {name!r}", store=name)
-        from pybridge.zarr.kv import MemoryHolder
-        from pybridge.zarr.metadata import import_zarr
+        from pybridge.libraries import import_zarr
 
         import_zarr()
         with _memory_lock:

@@ -38,10 +38,12 @@ from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
 from pybridge.zarr.buffers import BUFFERS, split
+from pybridge.zarr.locks import LOCKS
 from pybridge.zarr.chunks import (
     ChunkPart,
     as_banded,
     band_ranges,
+    check_request_size,
     chunk_parts,
     count_chunks,
     normalize_selection,
@@ -49,7 +51,6 @@ from pybridge.zarr.chunks import (
     rows_per_band,
 )
 from pybridge.zarr.metadata import ArrayMeta
-from pybridge.zarr.read import check_request_size
 from pybridge.zarr.chunk_tasks import out_dtype, store_parts, write_parts, write_parts_from
 from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
 
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.call import Call, UploadFile
     from pybridge.handoff.shm import Segment
 
-__all__ = ["LOCKS", "LockTable", "write_array"]
+__all__ = ["write_array"]
 
 MiB = 1 << 20
 #: A band holds at least this much (and at least 2 chunks per worker) ...
@@ -82,38 +83,6 @@ TASK_BYTES = 2 * MiB
 FILE_TASK_BYTES = 64 * MiB
 IN_PLACE_CHUNKS = 2
 IN_PLACE_BYTES = 4 * MiB
-
-
-class LockTable:
-    """Named locks taken all at once: no lock order, so no deadlock.
-
-    :meth:`acquire` waits until none of the keys is held, then holds them
-    all; :meth:`release` lets them go.
-    """
-
-    def __init__(self) -> None:
-        self._held: set[Hashable] = set()
-        self._cond = threading.Condition()
-
-    def acquire(self, keys: Iterable[Hashable]) -> list[Hashable]:
-        wanted = list(dict.fromkeys(keys))
-        with self._cond:
-            while any(k in self._held for k in wanted):
-                self._cond.wait()
-            self._held.update(wanted)
-        return wanted
-
-    def release(self, keys: Iterable[Hashable]) -> None:
-        with self._cond:
-            self._held.difference_update(keys)
-            self._cond.notify_all()
-
-    def held(self) -> int:
-        with self._cond:
-            return len(self._held)
-
-
-LOCKS = LockTable()
 
 
 def _lock_keys(meta: ArrayMeta, parts: Sequence[ChunkPart]) -> list[Hashable]:
