@@ -82,7 +82,7 @@ def doctor(settings: Settings, out: Any = None) -> int:
     print("\ncodecs:", file=out)
     try:
         codecs = _codecs(settings)
-    except Exception as e:  # numcodecs itself cannot be imported
+    except Exception as e:  # noqa: BLE001 -- numcodecs itself cannot be imported
         print(f"  unavailable: {type(e).__name__}: {e}", file=out)
         return 0
     for c in codecs:

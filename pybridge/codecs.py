@@ -264,9 +264,9 @@ def _bad_key(exc: Exception, cfg: Mapping[str, Any]) -> str | None:
         if re.search(rf"\b{re.escape(key)}\b", msg):
             return key
     for key, value in cfg.items():
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            if f"'{value}'" in msg or f'"{value}"' in msg:
-                return key
+        if (isinstance(value, (str, int, float)) and not isinstance(value, bool)
+                and (f"'{value}'" in msg or f'"{value}"' in msg)):
+            return key
     if re.search(r"\b(dtype|data type)", msg):
         keys = [k for k in cfg if "dtype" in k]
         if len(keys) == 1:

@@ -16,7 +16,6 @@ that answers ``ping`` but can run no task.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from pybridge.errors import Internal, WorkerCrashed
 
 if TYPE_CHECKING:
-    from pybridge.settings import Settings
     from pybridge.pool.pool import WorkerPool
+    from pybridge.settings import Settings
 
 __all__ = ["SidecarContext"]
 
@@ -84,6 +83,9 @@ class SidecarContext:
                 target=self._start_pool, name="pybridge-pool-start", daemon=True)
             self._start_thread.start()
 
+    def _was_closed(self) -> bool:
+        return self._closed
+
     def _start_pool(self) -> None:
         try:
             from pybridge.pool.pool import WorkerPool
@@ -102,12 +104,12 @@ class SidecarContext:
             finally:
                 with self._start_lock:
                     self._starting = None
-            if self._closed:
+            if self._was_closed():  # close() may have run while the pool started
                 pool.close()
                 return
             self._pool = pool
             log.debug("worker pool ready: %d workers", pool.size)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- kept, and raised to every caller
             self._pool_error = e
             if self._closed:
                 log.debug("worker pool not started: %s: %s", type(e).__name__, e)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from pybridge.errors import TooLarge
 
 if TYPE_CHECKING:
-    from pybridge.rpc.call import Call
     from pybridge.handoff.shm import Segment
+    from pybridge.rpc.call import Call
 
 __all__ = ["JANITOR", "MAX_HANDOFF_BYTES", "HandoffJanitor", "HandoffUnavailable",
            "handoff_segment"]

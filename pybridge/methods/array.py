@@ -23,10 +23,10 @@ from pybridge.methods.method import Method
 from pybridge.rpc.params import MAX_DIM, Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:
+    from pybridge.rpc.call import Call
     from pybridge.zarr.kv import KV
     from pybridge.zarr.metadata import ArrayMeta
     from pybridge.zarr.store import StoreRef
-    from pybridge.rpc.call import Call
 
 __all__ = ["METHODS", "check_json", "store_ref", "with_store_errors"]
 
@@ -211,8 +211,8 @@ class _Upload:
 
     def take(self, meta: ArrayMeta) -> None:
         """Take the upload now (once), checking its declared size against ``meta``."""
-        from pybridge.zarr.chunks import product
         from pybridge.zarr.chunk_tasks import out_dtype
+        from pybridge.zarr.chunks import product
         from pybridge.zarr.write import spool_upload
 
         if self.pieces is not None or self.call.params["stream"] is None:

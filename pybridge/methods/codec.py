@@ -24,9 +24,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
-from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 from pybridge.methods.method import Method
 from pybridge.rpc.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
+from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 
 if TYPE_CHECKING:
     from pybridge.rpc.call import Call
@@ -279,8 +279,8 @@ def _decoded_sizes(config: Any, items: list[Any], wire_dtype: Any,
     From ``dtype`` and ``shape`` when both are given, else from the codec's
     header (zstd, blosc, lz4).
     """
-    from pybridge.pool import codec_tasks as tasks
     from pybridge.dtypes import is_variable, parse_dtype
+    from pybridge.pool import codec_tasks as tasks
 
     if wire_dtype is not None:
         dt = parse_dtype(wire_dtype)
@@ -312,9 +312,9 @@ def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict
     """
     import os
 
-    from pybridge.pool import codec_tasks as tasks
     from pybridge.handoff.results import handoff_segment
     from pybridge.handoff.shm import pwrite_all
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     pool = call.context.pool

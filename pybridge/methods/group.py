@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import ReadOnly
-from pybridge.methods.method import Method
 from pybridge.methods.array import check_json, store_ref, with_store_errors
+from pybridge.methods.method import Method
 from pybridge.rpc.params import Int, Map, Str
 
 if TYPE_CHECKING:
+    from pybridge.rpc.call import Call
     from pybridge.zarr.kv import KV
     from pybridge.zarr.store import StoreRef
-    from pybridge.rpc.call import Call
 
 __all__ = ["METHODS"]
 

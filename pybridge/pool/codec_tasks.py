@@ -787,7 +787,7 @@ def _v3_bad_key(exc: Exception, codecs: list[Any]) -> str | None:
 
 def _v3_decode(payload: Any, spec: Mapping[str, Any],
                allow_pickle: bool) -> bytes | memoryview | list[Any]:
-    pipeline, array_spec, dt = _v3_pipeline(spec, allow_pickle)
+    pipeline, array_spec, _ = _v3_pipeline(spec, allow_pickle)
     what = "zarr v3 chunk decode"
     if not pipeline.bytes_bytes_codecs and type(pipeline.array_bytes_codec).__name__ in (
             "VLenUTF8Codec", "VLenBytesCodec"):

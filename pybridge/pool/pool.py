@@ -117,8 +117,8 @@ log = logging.getLogger("pybridge.pool.pool")
 SHM_THRESHOLD = 64 * 1024
 
 #: Modules the fork server imports once, before it forks any worker.
-PRELOAD = ["pybridge.pool.pool", "pybridge.pool.codec_tasks", "pybridge.zarr.chunk_tasks", "numpy", "numcodecs",
-           "zarr"]
+PRELOAD = ["pybridge.pool.pool", "pybridge.pool.codec_tasks", "pybridge.zarr.chunk_tasks",
+           "numpy", "numcodecs", "zarr"]
 
 #: Freed memory glibc may keep for reuse (see :func:`tune_malloc`).
 MALLOC_TRIM_BYTES = 256 << 20
@@ -254,7 +254,7 @@ def _start_fork_server() -> None:
             os.environ[_OWNER_ENV] = str(os.getpid())
             try:
                 forkserver.ensure_running()
-            except Exception:  # noqa: BLE001 - the pool starts it later, unarmed
+            except Exception:
                 log.exception("could not start the fork server")
             finally:
                 os.environ.pop(_OWNER_ENV, None)
@@ -669,11 +669,11 @@ class WorkerPool:
         """
         if not self._started:
             raise RuntimeError("the worker pool is not started")
-        if payload is not None and not isinstance(payload, (bytes, bytearray, memoryview)):
-            if not (isinstance(payload, (list, tuple)) and all(
-                    isinstance(p, (bytes, bytearray, memoryview)) for p in payload)):
-                raise TypeError("payload must be bytes-like or a list of bytes-like, got "
-                                f"{type(payload).__name__}")
+        if (payload is not None and not isinstance(payload, (bytes, bytearray, memoryview))
+                and not (isinstance(payload, (list, tuple)) and all(
+                    isinstance(p, (bytes, bytearray, memoryview)) for p in payload))):
+            raise TypeError("payload must be bytes-like or a list of bytes-like, got "
+                            f"{type(payload).__name__}")
         while not self._space.acquire(timeout=0.25):
             if self._closed:
                 break
@@ -704,7 +704,7 @@ class WorkerPool:
     def _run(self, slot: _Slot) -> None:
         try:
             self._spawn(slot)
-        except Exception:  # noqa: BLE001 - retried when a task needs the worker
+        except Exception:
             log.exception("could not start worker %d", slot.index)
         sent: deque[tuple[_Task, int, int]] = deque()
         stopping = False
@@ -931,7 +931,7 @@ class WorkerPool:
         if not self._closed:
             try:
                 self._replace(slot)
-            except Exception:  # noqa: BLE001 - retried with the next task
+            except Exception:
                 log.exception("could not replace worker %d", slot.index)
         return None
 

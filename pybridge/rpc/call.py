@@ -40,7 +40,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import (
     Cancelled,
@@ -53,13 +53,13 @@ from pybridge.rpc.protocol import stream_data_parts
 
 if TYPE_CHECKING:
     from pybridge.context import SidecarContext
+    from pybridge.handoff.shm import Segment
     from pybridge.rpc.framing import FrameWriter
     from pybridge.settings import Settings
-    from pybridge.handoff.shm import Segment
 
 __all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadFile", "upload_file_path"]
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 #: Pieces of an upload buffered per call before the reader thread blocks
 #: (64 pieces of 256 KiB: 16 MiB).
@@ -284,7 +284,7 @@ class Call:
                 continue
         return False
 
-    def upload(self) -> Iterator[bytes]:
+    def upload(self) -> Iterator[bytes | memoryview]:
         """Iterate over the pieces of this request's upload, in order, as they arrive.
 
         Stops after the declared number of bytes. Raises ``Cancelled`` when

@@ -21,7 +21,7 @@ import os
 import struct
 import threading
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 __all__ = [
     "FrameReader",
@@ -31,7 +31,7 @@ __all__ = [
     "set_pipe_size",
 ]
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 _HEADER = struct.Struct(">I")
 _F_SETPIPE_SZ = 1031

@@ -18,7 +18,7 @@ frame over the limit.
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple, Union, cast
+from typing import Any, NamedTuple, cast
 
 import msgpack
 
@@ -52,7 +52,7 @@ MAX_ID = 2**32 - 1
 #: the arrays' lengths plus twice the maps' sizes (PROTOCOL.md §1).
 MAX_FRAME_ELEMENTS = 1 << 20
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 class Request(NamedTuple):
@@ -97,7 +97,7 @@ class _ElementCounter:
     outermost is one), whatever is still being decoded.
     """
 
-    __slots__ = ("limit", "values", "containers")
+    __slots__ = ("containers", "limit", "values")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -136,7 +136,7 @@ def unpack(body: Buffer, max_elements: int = MAX_FRAME_ELEMENTS) -> Any:
         if "exceeds max_array_len" in str(e) or "exceeds max_map_len" in str(e):
             raise _too_many(max_elements) from None
         raise BadMessage(f"the frame's body is not one msgpack value: {e}") from None
-    except Exception as e:  # msgpack raises several types for bad input
+    except Exception as e:  # noqa: BLE001 -- msgpack raises several types for bad input
         raise BadMessage(f"the frame's body is not one msgpack value: {e}") from None
 
 
@@ -196,7 +196,7 @@ def peek_request_id(head: Buffer) -> int | None:
         if unpacker.read_array_header() != 4 or unpacker.unpack() != REQUEST:
             return None
         rid = unpacker.unpack()
-    except Exception:  # OutOfData, or bytes that are not msgpack at all
+    except Exception:  # noqa: BLE001 -- OutOfData, or bytes that are not msgpack at all
         return None
     return rid if _is_id(rid) else None
 

@@ -38,7 +38,6 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pybridge.rpc.call import Call
 from pybridge.errors import (
     BridgeError,
     Cancelled,
@@ -49,6 +48,8 @@ from pybridge.errors import (
     TooLarge,
     UnknownMethod,
 )
+from pybridge.libraries import ready
+from pybridge.rpc.call import Call
 from pybridge.rpc.framing import (
     FrameReader,
     FrameWriter,
@@ -56,7 +57,6 @@ from pybridge.rpc.framing import (
     TruncatedFrame,
     set_pipe_size,
 )
-from pybridge.libraries import ready
 from pybridge.rpc.params import Bin, Int, validate
 from pybridge.rpc.protocol import (
     BadMessage,
@@ -337,7 +337,7 @@ class Server:
             return None, None, True
         except BridgeError as e:
             return error_to_wire(e), None, False
-        except BaseException as e:  # noqa: BLE001 - any failure becomes a reply
+        except BaseException as e:
             log.error("%s (request %d) raised %s", call.method, call.id, _type_name(e),
                       exc_info=e)
             return error_to_wire(e), None, False
@@ -355,7 +355,7 @@ class Server:
     def _reply(self, rid: int, error: dict[str, Any] | None, result: Any) -> None:
         try:
             body = pack_response(rid, error, result)
-        except Exception as e:  # a value msgpack cannot carry
+        except Exception as e:  # noqa: BLE001 -- a value msgpack cannot carry
             if error is not None:
                 # Keep the error's code: only its details can hold such a
                 # value (an integer past 64 bits, say); send those as text.
@@ -531,7 +531,7 @@ def _pool_failed(writer: FrameWriter, context: SidecarContext, exc: BaseExceptio
     """
     wire = error_to_wire(exc)
     wire["message"] = f"the worker pool cannot start: {wire['message']}"
-    print(f"pybridge: {wire['message']}; exiting with status {POOL_FAILED_STATUS}\n"
+    print(f"pybridge: {wire['message']}; exiting with status {POOL_FAILED_STATUS}\n"  # noqa: T201
           f"{wire.get('traceback', '')}", file=sys.stderr)
     try:
         writer.write(pack_notification("sidecar.failed", _packable(wire)))
@@ -557,13 +557,13 @@ def _report_handoff(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     """Serve the channel until its input ends; return the exit status."""
     from pybridge.context import SidecarContext
-    from pybridge.pool.blosc import install_blosc_hook
     from pybridge.methods import method_table
+    from pybridge.pool.blosc import install_blosc_hook
 
     try:
         in_fd, out_fd = _take_channel(settings)
     except OSError as e:
-        print(f"pybridge: fds 3 and 4 are not open ({e}); "
+        print(f"pybridge: fds 3 and 4 are not open ({e}); "  # noqa: T201
               "start the sidecar from a Port with :nouse_stdio, or use --stdio",
               file=sys.stderr)
         return 2

@@ -28,20 +28,18 @@ symlink inside the array pointing outside is ``forbidden_path``).
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from pybridge.errors import BridgeError, DecodeFailed, EncodeFailed
 from pybridge.pool.codec_tasks import check_blosc_frame
 from pybridge.zarr.chunks import chunk_key
-from pybridge.zarr.oserrors import file_error
 from pybridge.zarr.store import check_inside
-from pybridge.errors import BridgeError, DecodeFailed, EncodeFailed, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,9 +139,8 @@ def spec_dtype(token: str) -> np.dtype[Any]:
     """The numpy dtype of a :func:`dtype_token`."""
     import numpy as np
 
-    if token.startswith("["):
-        return np.dtype(_descr(json.loads(token)))
-    return np.dtype(token)
+    dtype: np.dtype[Any] = np.dtype(_descr(json.loads(token)) if token.startswith("[") else token)
+    return dtype
 
 
 # -- per-thread state -------------------------------------------------------
@@ -290,7 +287,9 @@ def _v2_unfilter(spec: ChunkSpec, filters: list[Any], data: Any, dtype: np.dtype
     flat = ensure_ndarray_like(data)
     _check_size(flat.nbytes, expected)
     arr: np.ndarray = flat.view(dtype)
-    return arr.reshape(-1, order="A").reshape(spec.grid, order=spec.order)
+    order = cast(Literal["C", "F"], spec.order)
+    shaped: np.ndarray = arr.reshape(-1, order="A").reshape(tuple(spec.grid), order=order)
+    return shaped
 
 
 class _SizeMismatch(ValueError):

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pybridge.zarr.chunks import ChunkPart, product
+from pybridge.errors import BridgeError, DecodeFailed, StoreError
 from pybridge.zarr.chunk_codecs import (
     ChunkSpec,
     blame_chunk,
@@ -36,8 +36,8 @@ from pybridge.zarr.chunk_codecs import (
     is_fill,
     spec_dtype,
 )
+from pybridge.zarr.chunks import ChunkPart, product
 from pybridge.zarr.files import read_chunk_file, remove_chunk_file, write_chunk_file
-from pybridge.errors import BridgeError, DecodeFailed, StoreError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,8 +115,8 @@ def _zarr_array(spec: ChunkSpec, writable: bool) -> Any:
         from zarr.core.array import AsyncArray
         from zarr.storage import StorePath
 
-        from pybridge.zarr.kv import confined_local_store
         from pybridge.zarr.chunk_codecs import checked_store
+        from pybridge.zarr.kv import confined_local_store
 
         doc = json.loads(spec.meta_json)
         store = checked_store(confined_local_store(spec.root, spec.roots, not writable,

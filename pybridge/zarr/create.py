@@ -19,23 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pybridge.zarr.documents import node_signature
-from pybridge.zarr.kv import KV, session
-from pybridge.zarr.metadata import (
-    BLOSC_SHUFFLE,
-    BLOSC_SHUFFLE_NAME,
-    DEFAULT,
-    ArrayMeta,
-    codec_class,
-    forget,
-    import_zarr,
-    is_kind,
-    open_meta,
-    plain,
-    where,
-)
-from pybridge.zarr.oserrors import store_error, undo_new_dirs
-from pybridge.zarr.store import StoreRef
 from pybridge.errors import (
     AlreadyExists,
     BridgeError,
@@ -45,6 +28,23 @@ from pybridge.errors import (
     NotFound,
     UnsupportedDtype,
 )
+from pybridge.libraries import import_zarr
+from pybridge.zarr.documents import node_signature
+from pybridge.zarr.kv import KV, session
+from pybridge.zarr.metadata import (
+    BLOSC_SHUFFLE,
+    BLOSC_SHUFFLE_NAME,
+    DEFAULT,
+    ArrayMeta,
+    codec_class,
+    forget,
+    is_kind,
+    open_meta,
+    plain,
+    where,
+)
+from pybridge.zarr.oserrors import store_error, undo_new_dirs
+from pybridge.zarr.store import StoreRef
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,7 +182,7 @@ def _split_v3_codecs(codecs: list[Any]) -> dict[str, Any]:
                                    id=c["name"]) from None
         try:
             codec = cls.from_dict(dict(c))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- any codec's own refusal
             raise InvalidCodecConfig(f"codec {c['name']!r} rejected its config: {e}",
                                      id=c["name"], key=None) from None
         if isinstance(codec, ArrayArrayCodec):
@@ -376,7 +376,7 @@ def _zarr_dtype(dtype: np.dtype[Any]) -> Any:
     if dtype.kind == "T":
         from zarr.core.dtype import VariableLengthUTF8
 
-        return VariableLengthUTF8()  # type: ignore[no-untyped-call]
+        return VariableLengthUTF8()
     return dtype
 
 

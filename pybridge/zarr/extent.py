@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 from pybridge.errors import Cancelled
 
 if TYPE_CHECKING:
-    from pybridge.zarr.store import StoreRef
     from pybridge.rpc.call import Call
+    from pybridge.zarr.store import StoreRef
 
 __all__ = ["EXTENT", "ExtentLocks", "extent_key"]
 

@@ -25,8 +25,8 @@ import os
 import stat
 from typing import Any
 
-from pybridge.zarr.oserrors import file_error
 from pybridge.errors import BridgeError, DecodeFailed, InvalidMetadata, StoreError
+from pybridge.zarr.oserrors import file_error
 
 __all__ = [
     "CHUNK_SLACK",

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pybridge.errors import AlreadyExists, BridgeError, InvalidParams, NotFound
+from pybridge.libraries import import_zarr
 from pybridge.zarr.documents import (
     ZMETADATA,
     NodeDoc,
@@ -24,11 +26,9 @@ from pybridge.zarr.documents import (
     node_signature,
     read_node,
 )
-from pybridge.libraries import import_zarr
 from pybridge.zarr.metadata import meta_from_doc, plain
 from pybridge.zarr.oserrors import store_error, undo_new_dirs
 from pybridge.zarr.store import StoreRef
-from pybridge.errors import AlreadyExists, BridgeError, InvalidParams, NotFound
 
 if TYPE_CHECKING:
     from pybridge.zarr.kv import KV
@@ -182,7 +182,8 @@ def set_attributes(ref: StoreRef, kv: KV, attributes: Mapping[str, Any],
         g.update_attributes(dict(attributes))
     else:
         g.attrs.put(dict(attributes))
-    return plain(dict(open_group(ref, kv).doc.get("attributes") or {}))
+    attrs: dict[str, Any] = plain(dict(open_group(ref, kv).doc.get("attributes") or {}))
+    return attrs
 
 
 def consolidate(ref: StoreRef, kv: KV) -> NodeDoc:

@@ -20,18 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pybridge.zarr.chunks import chunk_parts, product
-from pybridge.zarr.metadata import ArrayMeta, zarr_array
-from pybridge.zarr.chunk_tasks import out_dtype, zarr_read
-from pybridge.zarr.locks import LOCKS
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
 from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
+from pybridge.zarr.chunk_tasks import out_dtype, zarr_read
+from pybridge.zarr.chunks import chunk_parts, product
+from pybridge.zarr.locks import LOCKS
+from pybridge.zarr.metadata import ArrayMeta, zarr_array
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pybridge.zarr.kv import KV
     from pybridge.rpc.call import Call
+    from pybridge.zarr.kv import KV
 
 __all__ = ["read_bytes", "read_values", "selection_shape", "write_bytes", "write_values"]
 

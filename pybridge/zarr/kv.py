@@ -20,10 +20,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from pybridge.errors import StoreError
 from pybridge.zarr.files import limits_for
 from pybridge.zarr.oserrors import file_error
 from pybridge.zarr.store import MemoryHolder, StoreRef, check_inside
-from pybridge.errors import StoreError
 
 __all__ = ["KV", "confined_local_store", "session", "with_limit"]
 
@@ -285,7 +285,7 @@ class ZipKV(KV):
         return (self._stamp, info.CRC, info.file_size)
 
     def size(self, key: str) -> int | None:
-        if self.archive is None or key not in self.archive.keys():
+        if self.archive is None or key not in self.archive.keys():  # noqa: SIM118 -- a zip reader, not a dict
             return None
         return int(self.archive.infos[key].file_size)
 

@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from pybridge.zarr.documents import NodeDoc, from_consolidated, no_node, node_signature, read_node
-from pybridge.zarr.chunk_codecs import CRC32C, ChunkSpec
-from pybridge.zarr.store import StoreRef
 from pybridge.errors import (
     BridgeError,
     CodecUnavailable,
@@ -36,6 +33,9 @@ from pybridge.errors import (
     UnsupportedDtype,
 )
 from pybridge.libraries import import_zarr
+from pybridge.zarr.chunk_codecs import CRC32C, ChunkSpec
+from pybridge.zarr.documents import NodeDoc, from_consolidated, no_node, node_signature, read_node
+from pybridge.zarr.store import StoreRef
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,8 +108,8 @@ def zarr_array(meta: ArrayMeta, kv: KV) -> Any:
     from zarr.core.array import AsyncArray
     from zarr.storage import StorePath
 
-    from pybridge.zarr.kv import with_limit
     from pybridge.zarr.chunk_codecs import checked_store, chunk_limit
+    from pybridge.zarr.kv import with_limit
 
     store = checked_store(with_limit(kv.zarr_store, chunk_limit(meta.spec)),
                           json.loads(meta.spec.meta_json))
@@ -240,8 +240,8 @@ def _open_error(e: Exception, ref: StoreRef, doc: Mapping[str, Any]) -> BridgeEr
             isinstance(e, KeyError) and "codec" in msg.lower()):
         return CodecUnavailable(f"the array at {where(ref)} uses a codec that is not "
                                 f"available: {msg}", path=ref.path)
-    if "data type" in msg and ("No Zarr" in msg or "not understood" in msg
-                               or "Invalid" in msg) or "Invalid data_type" in msg:
+    if ("data type" in msg and ("No Zarr" in msg or "not understood" in msg
+                               or "Invalid" in msg)) or "Invalid data_type" in msg:
         raw = doc.get("dtype", doc.get("data_type"))
         return UnsupportedDtype(f"the array at {where(ref)} has an unsupported dtype: {msg}",
                                 path=ref.path, dtype=raw if isinstance(raw, (str, int, float))
@@ -468,7 +468,7 @@ def codec_class(name: str) -> Any:
 
     try:
         return get_codec_class(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a codec that cannot load is unknown
         return None
 
 

@@ -22,12 +22,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pybridge.zarr.documents import METADATA_KEYS, join
-from pybridge.zarr.metadata import ArrayMeta, forget, open_meta, zarr_array
-from pybridge.zarr.chunk_codecs import chunk_limit
-from pybridge.zarr.chunk_tasks import out_dtype
-from pybridge.zarr.locks import LOCKS
-from pybridge.zarr.write import write_array
 from pybridge.errors import (
     Conflict,
     DataSizeMismatch,
@@ -36,10 +30,16 @@ from pybridge.errors import (
     NotFound,
     StoreError,
 )
+from pybridge.zarr.chunk_codecs import chunk_limit
+from pybridge.zarr.chunk_tasks import out_dtype
+from pybridge.zarr.documents import METADATA_KEYS, join
+from pybridge.zarr.locks import LOCKS
+from pybridge.zarr.metadata import ArrayMeta, forget, open_meta, zarr_array
+from pybridge.zarr.write import write_array
 
 if TYPE_CHECKING:
-    from pybridge.zarr.kv import KV
     from pybridge.rpc.call import Call
+    from pybridge.zarr.kv import KV
 
 __all__ = ["Appended", "append", "chunk_keys", "parse_chunk_key", "read_chunk_raw", "resize",
            "stats",

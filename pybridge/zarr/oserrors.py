@@ -23,8 +23,8 @@ import re
 import shutil
 from collections.abc import Iterator
 
-from pybridge.zarr.store import StoreRef
 from pybridge.errors import BridgeError, StoreError
+from pybridge.zarr.store import StoreRef
 
 __all__ = ["failed_path", "file_error", "reason", "store_error", "store_io", "undo_new_dirs"]
 

@@ -29,7 +29,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
+from pybridge.errors import InvalidSelection
+from pybridge.handoff.results import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
 from pybridge.zarr.buffers import BUFFERS, split
+from pybridge.zarr.chunk_tasks import fill_parts, out_dtype, read_parts, read_parts_to_file
 from pybridge.zarr.chunks import (
     as_banded,
     band_ranges,
@@ -41,14 +44,11 @@ from pybridge.zarr.chunks import (
     rows_per_band,
 )
 from pybridge.zarr.metadata import ArrayMeta
-from pybridge.zarr.chunk_tasks import fill_parts, out_dtype, read_parts, read_parts_to_file
-from pybridge.errors import InvalidSelection, TooLarge
-from pybridge.handoff.results import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
 
 if TYPE_CHECKING:
-    from pybridge.zarr.kv import KV
-    from pybridge.rpc.call import Call
     from pybridge.handoff.shm import Segment
+    from pybridge.rpc.call import Call
+    from pybridge.zarr.kv import KV
 
 __all__ = ["MAX_HANDOFF_BYTES", "handoff_segment", "read_array"]
 

@@ -32,10 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pybridge.zarr.chunks import ChunkPart, product
-from pybridge.zarr.chunk_codecs import (ChunkSpec, blame_chunk, can_decode_into, chunk_limit,
-                                       decode_chunk)
 from pybridge.errors import BridgeError, DecodeFailed, StoreError
+from pybridge.zarr.chunk_codecs import ChunkSpec, blame_chunk, can_decode_into, chunk_limit, decode_chunk
+from pybridge.zarr.chunks import ChunkPart, product
 
 if TYPE_CHECKING:
     import numpy as np

@@ -96,10 +96,7 @@ def real_roots(allowed_roots: Sequence[str]) -> tuple[str, ...]:
 
 
 def _under(real: str, roots: Sequence[str]) -> bool:
-    for root in roots:
-        if real == root or real.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
+    return any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def check_inside(path: str, roots: Sequence[str]) -> None:

@@ -37,8 +37,9 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
+from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
 from pybridge.zarr.buffers import BUFFERS, split
-from pybridge.zarr.locks import LOCKS
+from pybridge.zarr.chunk_tasks import out_dtype, store_parts, write_parts, write_parts_from
 from pybridge.zarr.chunks import (
     ChunkPart,
     as_banded,
@@ -50,14 +51,13 @@ from pybridge.zarr.chunks import (
     product,
     rows_per_band,
 )
+from pybridge.zarr.locks import LOCKS
 from pybridge.zarr.metadata import ArrayMeta
-from pybridge.zarr.chunk_tasks import out_dtype, store_parts, write_parts, write_parts_from
-from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
 
 if TYPE_CHECKING:
-    from pybridge.zarr.kv import KV
-    from pybridge.rpc.call import Call, UploadFile
     from pybridge.handoff.shm import Segment
+    from pybridge.rpc.call import Call, UploadFile
+    from pybridge.zarr.kv import KV
 
 __all__ = ["write_array"]
 
@@ -222,7 +222,7 @@ def spool_upload(call: Call, expected: int) -> Iterator[bytes]:
     if declared != expected:
         raise DataSizeMismatch(f"{declared} bytes of data for a box of {expected} bytes",
                                expected=expected, got=declared)
-    spool = tempfile.SpooledTemporaryFile(max_size=16 * MiB)
+    spool = tempfile.SpooledTemporaryFile(max_size=16 * MiB)  # noqa: SIM115 -- read() closes it
     for piece in call.upload():
         spool.write(piece)
     spool.seek(0)
@@ -322,9 +322,13 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
             futures = []
             pending.append((seg, futures))
             band_shape = (b - a, *inner)
+
+            def band_args(g: Sequence[ChunkPart], p: str = seg.path,
+                          s: tuple[int, ...] = band_shape) -> tuple[Any, ...]:
+                return (meta.spec, p, 0, s, g, True)
+
             _submit_locked(call, meta, _task_groups(parts, chunk_bytes), futures,
-                           write_parts, lambda g, p=seg.path, s=band_shape:
-                           (meta.spec, p, 0, s, g, True))
+                           write_parts, band_args)
         while pending:
             _settle(pending[0][1])
             pending.popleft()
@@ -362,9 +366,12 @@ def _from_file(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[
             offset, band_shape = (a - blo[0]) * row_bytes, (b - a, *inner)
             groups = _task_groups(parts, chunk_bytes,
                                   TASK_BYTES if k >= fine_from else FILE_TASK_BYTES)
-            _submit_locked(call, meta, groups, futures,
-                           write_parts_from, lambda g, o=offset, s=band_shape:
-                           (meta.spec, upload.path, upload.size, o, s, g))
+
+            def file_args(g: Sequence[ChunkPart], o: int = offset,
+                          s: tuple[int, ...] = band_shape) -> tuple[Any, ...]:
+                return (meta.spec, upload.path, upload.size, o, s, g)
+
+            _submit_locked(call, meta, groups, futures, write_parts_from, file_args)
             for f in futures[first:]:
                 f.add_done_callback(on_done)
         _settle(futures)

@@ -41,8 +41,8 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from pybridge.zarr.oserrors import file_error
 from pybridge.errors import ForbiddenPath, StoreError
+from pybridge.zarr.oserrors import file_error
 
 __all__ = [
     "ZipArchive",
