@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent / "pybridge"
 # layers below. The README's Layout section tells the same story.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("pybridge", "pybridge.errors", "pybridge.libraries", "pybridge.settings",
-              "pybridge.dtypes", "pybridge.codecs")),
+              "pybridge.dtypes", "pybridge.codecs", "pybridge.codec_checks")),
     ("wire", ("pybridge.rpc.framing", "pybridge.rpc.protocol", "pybridge.rpc.params")),
     ("handoff", ("pybridge.handoff",)),
     ("call", ("pybridge.rpc.call",)),

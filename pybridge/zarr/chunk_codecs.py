@@ -36,8 +36,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from pybridge.codec_checks import HEADER_CHECKED, check_blosc_frame, decoded_size
 from pybridge.errors import BridgeError, DecodeFailed, EncodeFailed
-from pybridge.pool.codec_tasks import check_blosc_frame
 from pybridge.zarr.chunks import chunk_key
 from pybridge.zarr.store import check_inside
 
@@ -145,11 +145,11 @@ def spec_dtype(token: str) -> np.dtype[Any]:
 
 # -- per-thread state -------------------------------------------------------
 # Workers run one task at a time, but the sidecar's handler threads also run
-# small requests in place, concurrently: codec instances and scratch buffers
-# are therefore kept per thread.
+# small requests in place, concurrently: scratch buffers are therefore kept
+# per thread. Codec instances are shared, as the codec tasks share them.
 
 _local = threading.local()
-_CODEC_CACHE_SIZE = 32
+_CHAINS_PER_THREAD = 32
 
 
 class _Crc32c:
@@ -175,22 +175,28 @@ class _Crc32c:
 
 
 def _codecs(spec: ChunkSpec) -> tuple[list[Any], list[Any]]:
-    """The (filters, compressors) codec instances for ``spec``."""
-    cache: OrderedDict[str, tuple[list[Any], list[Any]]] | None = getattr(_local, "codecs", None)
-    if cache is None:
-        cache = _local.codecs = OrderedDict()
-    hit = cache.get(spec.token)
-    if hit is not None:
-        cache.move_to_end(spec.token)
-        return hit
-    import numcodecs
+    """The (filters, compressors) codec instances for ``spec``.
 
-    filters = [numcodecs.get_codec(dict(c)) for c in spec.filters]
-    compressors = [_Crc32c() if c.get("id") == CRC32C else numcodecs.get_codec(dict(c))
+    The instances come from the sidecar's one codec cache
+    (:func:`pybridge.codecs.stored_codec`); this per-thread table only
+    remembers which ones a spec's token names, so that a chunk costs one
+    dict lookup, not a key built from each config.
+    """
+    chains: OrderedDict[str, tuple[list[Any], list[Any]]] | None = getattr(_local, "chains", None)
+    if chains is None:
+        chains = _local.chains = OrderedDict()
+    hit = chains.get(spec.token)
+    if hit is not None:
+        chains.move_to_end(spec.token)
+        return hit
+    from pybridge.codecs import stored_codec
+
+    filters = [stored_codec(c) for c in spec.filters]
+    compressors = [_Crc32c() if c.get("id") == CRC32C else stored_codec(c)
                    for c in spec.compressors]
-    cache[spec.token] = (filters, compressors)
-    if len(cache) > _CODEC_CACHE_SIZE:
-        cache.popitem(last=False)
+    chains[spec.token] = (filters, compressors)
+    if len(chains) > _CHAINS_PER_THREAD:
+        chains.popitem(last=False)
     return filters, compressors
 
 
@@ -315,12 +321,6 @@ def _byte_size(data: Any) -> int:
     return memoryview(data).nbytes
 
 
-#: Codecs whose ``decode(buf, out=...)`` checks the decoded size against the
-#: size their frame header announces (zstd's frame content size, numcodecs'
-#: LZ4 length prefix, blosc's ``nbytes``) and fails when it differs.
-HEADER_CHECKED = frozenset({"zstd", "lz4", "blosc"})
-
-
 def _decode_exact(codec: Any, cid: str | None, data: Any, out: np.ndarray) -> np.ndarray:
     """Decode ``data`` into ``out`` (uint8), proving that it fills ``out`` exactly.
 
@@ -333,8 +333,6 @@ def _decode_exact(codec: Any, cid: str | None, data: Any, out: np.ndarray) -> np
     its output is measured before it is copied in.
     """
     from numcodecs.compat import ensure_contiguous_ndarray
-
-    from pybridge.pool.codec_tasks import decoded_size
 
     expected = out.nbytes
     if cid in HEADER_CHECKED:
