@@ -19,13 +19,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pybridge.errors import Internal, WorkerCrashed
 
 if TYPE_CHECKING:
+    from pybridge.handoff.results import HandoffJanitor
     from pybridge.pool.pool import WorkerPool
     from pybridge.settings import Settings
+    from pybridge.zarr.buffers import BandBuffers
+    from pybridge.zarr.extent import ExtentLocks
+    from pybridge.zarr.locks import LockTable
+
+T = TypeVar("T")
 
 __all__ = ["SidecarContext"]
 
@@ -36,6 +42,30 @@ _START_JOIN_S = 10.0
 #: Probe attempts before the pool counts as unable to start: a worker killed
 #: from outside while it starts fails one probe, a broken environment every one.
 _PROBE_ATTEMPTS = 2
+
+
+def _chunk_locks() -> LockTable:
+    from pybridge.zarr.locks import LockTable
+
+    return LockTable()
+
+
+def _extent_locks() -> ExtentLocks:
+    from pybridge.zarr.extent import ExtentLocks
+
+    return ExtentLocks()
+
+
+def _band_buffers() -> BandBuffers:
+    from pybridge.zarr.buffers import BandBuffers
+
+    return BandBuffers()
+
+
+def _handoff_janitor() -> HandoffJanitor:
+    from pybridge.handoff.results import HandoffJanitor
+
+    return HandoffJanitor()
 
 
 def _probe(pool: WorkerPool) -> None:
@@ -73,6 +103,40 @@ class SidecarContext:
         #: Called (from the pool-start thread) with the error when the pool
         #: cannot start; None keeps the error for :attr:`pool` to raise.
         self.on_pool_failure: Callable[[BaseException], None] | None = None
+        # The sidecar's shared state (locks, buffers, the janitor), each made
+        # on first use: start-up imports none of their modules.
+        self._shared: dict[str, Any] = {}
+        self._shared_lock = threading.Lock()
+
+    def _one(self, name: str, make: Callable[[], T]) -> T:
+        obj = self._shared.get(name)
+        if obj is None:
+            with self._shared_lock:
+                obj = self._shared.get(name)
+                if obj is None:
+                    obj = self._shared[name] = make()
+        return cast(T, obj)
+
+    @property
+    def chunk_locks(self) -> LockTable:
+        """Locks of the chunks under a read-modify-write (:mod:`pybridge.zarr.locks`)."""
+        return self._one("chunk_locks", _chunk_locks)
+
+    @property
+    def extent_locks(self) -> ExtentLocks:
+        """Per-array locks of shape changes (:mod:`pybridge.zarr.extent`)."""
+        return self._one("extent_locks", _extent_locks)
+
+    @property
+    def band_buffers(self) -> BandBuffers:
+        """Shared-memory band buffers reused by reads and writes (:mod:`pybridge.zarr.buffers`)."""
+        return self._one("band_buffers", _band_buffers)
+
+    @property
+    def handoff_janitor(self) -> HandoffJanitor:
+        """Removes result handoffs of requests cancelled before their reply
+        (:mod:`pybridge.handoff.results`)."""
+        return self._one("handoff_janitor", _handoff_janitor)
 
     def start_pool(self) -> None:
         """Start the worker pool in a background thread (idempotent)."""

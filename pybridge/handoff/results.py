@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pybridge.handoff.shm import Segment
     from pybridge.rpc.call import Call
 
-__all__ = ["JANITOR", "MAX_HANDOFF_BYTES", "HandoffJanitor", "HandoffUnavailable",
+__all__ = ["MAX_HANDOFF_BYTES", "HandoffJanitor", "HandoffUnavailable",
            "handoff_segment"]
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def handoff_segment(call: Call, nbytes: int) -> Iterator[Segment]:
         seg.unlink()
         raise
     seg.close()
-    JANITOR.watch(call, seg.path)
+    call.context.handoff_janitor.watch(call, seg.path)
 
 
 class HandoffJanitor:
@@ -125,5 +125,3 @@ class HandoffJanitor:
                     self._thread = None
                     return
 
-
-JANITOR = HandoffJanitor()

@@ -130,7 +130,7 @@ def _array(call: Call, writable: bool = False, extent: str | None = None,
     (read afresh for ``EXCLUSIVE``). ``upload`` is taken before waiting for
     the lock, if the request has to wait.
     """
-    from pybridge.zarr.extent import EXTENT, extent_key
+    from pybridge.zarr.extent import extent_key
     from pybridge.zarr.kv import session
 
     if writable:
@@ -145,7 +145,7 @@ def _array(call: Call, writable: bool = False, extent: str | None = None,
             if upload is not None:
                 upload.take(_meta(call, ref, kv))
 
-        with EXTENT.hold(extent_key(ref), extent == EXCLUSIVE, call, before_wait):
+        with call.context.extent_locks.hold(extent_key(ref), extent == EXCLUSIVE, call, before_wait):
             yield _meta(call, ref, kv, fresh=extent == EXCLUSIVE), kv
 
 
@@ -289,7 +289,7 @@ def write_chunk_raw(call: Call) -> dict[str, Any]:
                             expected="bin")
     data = p["data"] if p["data"] is not None else call.read_upload()
     with _array(call, writable=True, extent=SHARED) as (meta, kv):
-        write_raw(meta, kv, p["key"], data)
+        write_raw(call, meta, kv, p["key"], data)
     return {}
 
 

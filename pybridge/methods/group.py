@@ -87,16 +87,15 @@ def get_attributes(call: Call) -> dict[str, Any]:
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
     from pybridge.zarr.groups import set_attributes
-    from pybridge.zarr.locks import LOCKS
 
     attrs = call.params["attributes"]
     check_json(attrs, "attributes")
     with _session(call, writable=True) as (ref, kv):
-        keys = LOCKS.acquire([(ref.dir, "attributes")])
+        keys = call.context.chunk_locks.acquire([(ref.dir, "attributes")])
         try:
             return {"attributes": set_attributes(ref, kv, attrs, merge)}
         finally:
-            LOCKS.release(keys)
+            call.context.chunk_locks.release(keys)
 
 
 def put_attributes(call: Call) -> dict[str, Any]:

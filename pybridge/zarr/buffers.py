@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from pybridge.handoff.shm import Segment
 
-__all__ = ["BandBuffers", "BUFFERS", "split"]
+__all__ = ["BandBuffers", "split"]
 
 MiB = 1 << 20
 T = TypeVar("T")
@@ -64,7 +64,6 @@ class BandBuffers:
             seg.unlink()
 
 
-BUFFERS = BandBuffers()
 
 
 def split(items: Sequence[T], n: int) -> list[Sequence[T]]:

@@ -16,7 +16,7 @@ done; ``array.read``, ``array.write`` and ``array.write_chunk_raw`` hold it
   wiping the rows an append had just put there).
 
 Reads and writes of the same array still run concurrently with each other
-(their chunks have their own locks, :data:`pybridge.zarr.locks.LOCKS`).
+(their chunks have their own locks, :attr:`pybridge.context.SidecarContext.chunk_locks`).
 Waiters are served in arrival order, so a stream of appends cannot starve
 the readers or the other way round. A waiting request stays cancellable.
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.call import Call
     from pybridge.zarr.store import StoreRef
 
-__all__ = ["EXTENT", "ExtentLocks", "extent_key"]
+__all__ = ["ExtentLocks", "extent_key"]
 
 #: How often a waiting request looks at its cancelled flag.
 _POLL_S = 0.05
@@ -124,6 +124,3 @@ class ExtentLocks:
         with self._cond:
             return sum(len(line) for line in self._lines.values())
 
-
-#: The sidecar's extent locks.
-EXTENT = ExtentLocks()

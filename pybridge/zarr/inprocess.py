@@ -24,7 +24,6 @@ from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLar
 from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 from pybridge.zarr.chunk_tasks import out_dtype, zarr_read
 from pybridge.zarr.chunks import chunk_parts, product
-from pybridge.zarr.locks import LOCKS
 from pybridge.zarr.metadata import ArrayMeta, zarr_array
 
 if TYPE_CHECKING:
@@ -206,12 +205,14 @@ def _chunk_keys(meta: ArrayMeta, lo: Sequence[int], hi: Sequence[int]) -> list[A
     return [(meta.spec.dir, p.coords) for p in chunk_parts(shape, grid, blo, bhi)]
 
 
-def _store(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int], arr: Any) -> None:
-    keys = LOCKS.acquire(_chunk_keys(meta, lo, hi))
+def _store(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
+           arr: Any) -> None:
+    locks = call.context.chunk_locks
+    keys = locks.acquire(_chunk_keys(meta, lo, hi))
     try:
         _checked(meta, z, lo, hi, lambda: _assign(meta, z, lo, hi, arr))
     finally:
-        LOCKS.release(keys)
+        locks.release(keys)
 
 
 def _assign(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int], arr: Any) -> None:
@@ -237,9 +238,9 @@ def write_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequ
         band = np.empty(band_shape, dtype=dtype)
         source.readinto(band.reshape(-1).view("u1").data)
         if shape:
-            _store(meta, z, (a, *lo[1:]), (b, *hi[1:]), band)
+            _store(call, meta, z, (a, *lo[1:]), (b, *hi[1:]), band)
         else:
-            _store(meta, z, (), (), band)
+            _store(call, meta, z, (), (), band)
 
 
 def values_array(meta: ArrayMeta, values: Iterable[Any], shape: Sequence[int]) -> np.ndarray:
@@ -268,4 +269,4 @@ def write_values(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seq
                  values: list[Any]) -> None:
     """Write the box ``[lo, hi)`` of a ``string``/``bytes`` array from ``values``."""
     arr = values_array(meta, values, tuple(b - a for a, b in zip(lo, hi)))
-    _store(meta, zarr_array(meta, kv), lo, hi, arr)
+    _store(call, meta, zarr_array(meta, kv), lo, hi, arr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Iterable
 
-__all__ = ["LOCKS", "LockTable"]
+__all__ = ["LockTable"]
 
 
 class LockTable:
@@ -41,5 +41,3 @@ class LockTable:
         with self._cond:
             return len(self._held)
 
-
-LOCKS = LockTable()

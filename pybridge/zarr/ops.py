@@ -33,7 +33,6 @@ from pybridge.errors import (
 from pybridge.zarr.chunk_codecs import chunk_limit
 from pybridge.zarr.chunk_tasks import out_dtype
 from pybridge.zarr.documents import METADATA_KEYS, join
-from pybridge.zarr.locks import LOCKS
 from pybridge.zarr.metadata import ArrayMeta, forget, open_meta, zarr_array
 from pybridge.zarr.write import write_array
 
@@ -255,15 +254,16 @@ def read_chunk_raw(meta: ArrayMeta, kv: KV, key: str) -> bytes:
     return raw
 
 
-def write_chunk_raw(meta: ArrayMeta, kv: KV, key: str, data: bytes) -> None:
+def write_chunk_raw(call: Call, meta: ArrayMeta, kv: KV, key: str, data: bytes) -> None:
     """Store ``data`` as the chunk ``key`` (atomically), as it is."""
     coords = parse_chunk_key(meta, key)
     extent = _grid_extent(meta)
     if any(c >= e for c, e in zip(coords, extent)):
         raise InvalidSelection(f"chunk {key!r} is outside the chunk grid {list(extent)}",
                                param="key", grid=list(extent))
-    lock = LOCKS.acquire([(meta.spec.dir, coords or (0,))])
+    locks = call.context.chunk_locks
+    lock = locks.acquire([(meta.spec.dir, coords or (0,))])
     try:
         kv.set(join(meta.ref.path, key), bytes(data))
     finally:
-        LOCKS.release(lock)
+        locks.release(lock)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import InvalidSelection
 from pybridge.handoff.results import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
-from pybridge.zarr.buffers import BUFFERS, split
+from pybridge.zarr.buffers import split
 from pybridge.zarr.chunk_tasks import fill_parts, out_dtype, read_parts, read_parts_to_file
 from pybridge.zarr.chunks import (
     as_banded,
@@ -183,7 +183,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
             call.check_cancelled()
             band_shape = (b - a, *(y - x for x, y in zip(blo[1:], bhi[1:])))
             if not free:
-                seg = BUFFERS.take(band_bytes)
+                seg = call.context.band_buffers.take(band_bytes)
                 taken.append(seg)
                 free.append(seg)
             seg = free.pop()
@@ -201,7 +201,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
                 f.cancel()
             wait(futures)
         for seg in taken:
-            BUFFERS.give(seg)
+            call.context.band_buffers.give(seg)
 
 
 def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],

@@ -38,7 +38,7 @@ from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import DataSizeMismatch, InvalidParams, InvalidSelection
-from pybridge.zarr.buffers import BUFFERS, split
+from pybridge.zarr.buffers import split
 from pybridge.zarr.chunk_tasks import out_dtype, store_parts, write_parts, write_parts_from
 from pybridge.zarr.chunks import (
     ChunkPart,
@@ -51,13 +51,13 @@ from pybridge.zarr.chunks import (
     product,
     rows_per_band,
 )
-from pybridge.zarr.locks import LOCKS
 from pybridge.zarr.metadata import ArrayMeta
 
 if TYPE_CHECKING:
     from pybridge.handoff.shm import Segment
     from pybridge.rpc.call import Call, UploadFile
     from pybridge.zarr.kv import KV
+    from pybridge.zarr.locks import LockTable
 
 __all__ = ["write_array"]
 
@@ -191,11 +191,11 @@ def write_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None
     if data is not None and small:
         src = np.frombuffer(data, dtype=dtype).reshape(band_sel)
         parts = chunk_parts(bshape, grid, blo, bhi)
-        keys = LOCKS.acquire(_lock_keys(meta, parts))
+        keys = call.context.chunk_locks.acquire(_lock_keys(meta, parts))
         try:
             store_parts(src, spec, parts)
         finally:
-            LOCKS.release(keys)
+            call.context.chunk_locks.release(keys)
         return {"bytes": nbytes}
     source = _Source([data] if data is not None else
                      pieces if pieces is not None else call.upload())
@@ -238,10 +238,10 @@ def spool_upload(call: Call, expected: int) -> Iterator[bytes]:
     return read()
 
 
-def _releaser(keys: list[Hashable]) -> Callable[[Future[Any]], None]:
+def _releaser(locks: LockTable, keys: list[Hashable]) -> Callable[[Future[Any]], None]:
     """A done-callback that releases ``keys``."""
     def release(_: Future[Any]) -> None:
-        LOCKS.release(keys)
+        locks.release(keys)
     return release
 
 
@@ -257,15 +257,15 @@ def _submit_locked(call: Call, meta: ArrayMeta, groups: Iterable[Sequence[ChunkP
                    args: Callable[[Sequence[ChunkPart]], tuple[Any, ...]]) -> None:
     """Submit ``fn(*args(group))`` for each group of chunk parts into
     ``futures``, each task holding its chunks' locks until it is done."""
-    pool = call.context.pool
+    pool, locks = call.context.pool, call.context.chunk_locks
     for group in groups:
-        keys = LOCKS.acquire(_lock_keys(meta, group))
+        keys = locks.acquire(_lock_keys(meta, group))
         try:
             f = pool.submit(fn, *args(group))
         except BaseException:
-            LOCKS.release(keys)
+            locks.release(keys)
             raise
-        f.add_done_callback(_releaser(keys))
+        f.add_done_callback(_releaser(locks, keys))
         futures.append(f)
 
 
@@ -310,7 +310,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
             call.check_cancelled()
             if not free:
                 if len(taken) < ring:
-                    taken.append(BUFFERS.take(band_bytes))
+                    taken.append(call.context.band_buffers.take(band_bytes))
                     free.append(taken[-1])
                 else:
                     seg, futures = pending.popleft()
@@ -335,7 +335,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
     finally:
         _abandon(f for _, futures in pending for f in futures)
         for seg in taken:
-            BUFFERS.give(seg)
+            call.context.band_buffers.give(seg)
 
 
 def _from_file(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
