@@ -61,7 +61,7 @@ def test_every_sidecar_code_has_an_error_class_that_reaches_the_wire():
 
 
 def _spec(methods: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"name": name, "test_only": m.test_only,
+    return [{"name": name, "test_only": m.test_only, "payload": list(m.payload),
              "params": {p: {"type": s.expected, "required": s.required}
                         for p, s in m.params.items()}}
             for name, m in methods.items()]
@@ -103,3 +103,13 @@ def test_protocol_md_names_every_method():
     text = (REPO / "protocol" / "PROTOCOL.md").read_text()
     missing = [m["name"] for m in CONTRACT["methods"] if f"`{m['name']}`" not in text]
     assert missing == []
+
+
+def test_every_method_that_takes_bytes_declares_its_payload():
+    # The dispatcher resolves the payload of these methods; a method that took
+    # data, stream or shm without declaring it would check its transport by hand.
+    for m in CONTRACT["methods"]:
+        sources = [k for k in ("data", "stream", "shm", "values") if k in m["params"]]
+        if m["name"] in ("echo", "codec.encode_many", "codec.decode_many"):
+            continue  # echo is a test method; batches carry items or an upload of them
+        assert m["payload"] == sources, m["name"]

@@ -180,14 +180,6 @@ def read(call: Call) -> dict[str, Any]:
         return read_array(call, meta, kv, p["start"], p["stop"], p["step"], p["handoff"])
 
 
-def _payload(call: Call) -> None:
-    p = call.params
-    given = [k for k in ("data", "stream", "shm", "values") if p[k] is not None]
-    if len(given) != 1:
-        raise InvalidParams("give exactly one of 'data', 'stream', 'shm' and 'values'",
-                            param="data", expected="bin")
-
-
 class _Upload:
     """A write's or append's upload stream, taken whole ahead of time when
     the request must wait: for a zip archive's write session, or for the
@@ -228,7 +220,6 @@ def write(call: Call) -> dict[str, Any]:
     from pybridge.zarr.write import write_array
 
     p = call.params
-    _payload(call)
     upload = _Upload(call, p["shape"])
     with _array(call, writable=True, extent=SHARED, upload=upload) as (meta, kv):
         return write_array(call, meta, kv, p["start"], p["shape"], p["data"], p["values"],
@@ -249,7 +240,6 @@ def append(call: Call) -> dict[str, Any]:
     from pybridge.zarr.ops import append as append_
 
     p = call.params
-    _payload(call)
     upload = _Upload(call, p["shape"])
     with _array(call, writable=True, extent=EXCLUSIVE, upload=upload) as (meta, kv):
         done = append_(call, meta, kv, p["axis"], p["shape"], p["data"], p["values"],
@@ -284,10 +274,7 @@ def write_chunk_raw(call: Call) -> dict[str, Any]:
     from pybridge.zarr.ops import write_chunk_raw as write_raw
 
     p = call.params
-    if sum(p[k] is not None for k in ("data", "stream", "shm")) != 1:
-        raise InvalidParams("give exactly one of 'data', 'stream' and 'shm'", param="data",
-                            expected="bin")
-    data = p["data"] if p["data"] is not None else call.read_upload()
+    data = call.payload()
     with _array(call, writable=True, extent=SHARED) as (meta, kv):
         write_raw(call, meta, kv, p["key"], data)
     return {}
@@ -360,6 +347,9 @@ _VALUES = Param("array of str or bin",
 #: checked by :meth:`pybridge.rpc.call.Call.upload_file`.
 _SHM = Map(required=False)
 
+_BYTES = ("data", "stream", "shm")
+_BYTES_OR_VALUES = (*_BYTES, "values")
+
 _METHODS: list[Method] = [
     Method("array.create", create, {
         **_STORE,
@@ -402,7 +392,7 @@ _METHODS: list[Method] = [
         "stream": Map(required=False),
         "shm": _SHM,
         "values": _VALUES,
-    }),
+    }, payload=_BYTES_OR_VALUES),
     Method("array.resize", resize, {
         **_STORE,
         "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
@@ -417,7 +407,7 @@ _METHODS: list[Method] = [
         "stream": Map(required=False),
         "shm": _SHM,
         "values": _VALUES,
-    }),
+    }, payload=_BYTES_OR_VALUES),
     Method("array.chunk_keys", chunk_keys, dict(_STORE)),
     Method("array.read_chunk_raw", read_chunk_raw, {**_STORE, "key": Str()}),
     Method("array.write_chunk_raw", write_chunk_raw, {
@@ -427,7 +417,7 @@ _METHODS: list[Method] = [
         "data": Bin(required=False),
         "stream": Map(required=False),
         "shm": _SHM,
-    }),
+    }, payload=_BYTES),
     Method("array.get_attributes", get_attributes, dict(_STORE)),
     Method("array.put_attributes", put_attributes, {
         **_STORE,

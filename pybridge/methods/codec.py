@@ -55,22 +55,6 @@ _SIZES = IntList(required=False, min=0)
 # --------------------------------------------------------------------------
 # Shared steps
 
-def _payload(call: Call, *, values_allowed: bool) -> Any:
-    """The request's input bytes: ``data``, or its upload stream; or None with values."""
-    params = call.params
-    sources = [k for k in ("data", "stream", "shm", "values")
-               if k in params and params[k] is not None and (k != "values" or values_allowed)]
-    if len(sources) != 1:
-        wanted = ("'data', 'stream', 'shm' or 'values'" if values_allowed
-                  else "'data', 'stream' or 'shm'")
-        raise InvalidParams(f"give exactly one of {wanted}", param="data", expected="bin")
-    if sources[0] == "data":
-        return params["data"]
-    if sources[0] in ("stream", "shm"):
-        return call.read_upload()
-    return None
-
-
 def _check_dtype(wire: Any) -> None:
     if wire is not None:
         from pybridge.dtypes import parse_dtype
@@ -220,7 +204,7 @@ def codec_encode(call: Call) -> dict[str, Any]:
 
     p = call.params
     allow = _checked_codec(call)
-    payload = _payload(call, values_allowed=True)
+    payload = call.payload()
     result = _run_one(call, tasks.encode, p["codec"], p["dtype"], p["shape"], p["values"], allow,
                       payload=payload)
     return _reply(call, result)
@@ -231,7 +215,7 @@ def codec_decode(call: Call) -> dict[str, Any]:
 
     p = call.params
     allow = _checked_codec(call)
-    payload = _payload(call, values_allowed=False)
+    payload = call.payload()
     result = _run_one(call, tasks.decode, p["codec"], p["dtype"], p["shape"], allow,
                       payload=payload)
     return _reply(call, result)
@@ -434,7 +418,7 @@ def codec_pipeline_encode(call: Call) -> dict[str, Any]:
     from pybridge.pool import codec_tasks as tasks
 
     spec = _pipeline_spec(call, encode=True)
-    payload = _payload(call, values_allowed=True)
+    payload = call.payload()
     result = _run_one(call, tasks.pipeline_encode, spec, call.settings.allow_pickle,
                       payload=payload)
     return _reply(call, result)
@@ -444,7 +428,7 @@ def codec_pipeline_decode(call: Call) -> dict[str, Any]:
     from pybridge.pool import codec_tasks as tasks
 
     spec = _pipeline_spec(call, encode=False)
-    payload = _payload(call, values_allowed=False)
+    payload = call.payload()
     result = _run_one(call, tasks.pipeline_decode, spec, call.settings.allow_pickle,
                       payload=payload)
     return _reply(call, result)
@@ -470,20 +454,24 @@ _PIPELINE: dict[str, Param] = {
     "shm": _SHM,
 }
 
+_BYTES = ("data", "stream", "shm")
+_BYTES_OR_VALUES = (*_BYTES, "values")
+
 METHODS: list[Method] = [
     Method("codec.list", codec_list, {}),
     Method("codec.encode", codec_encode, {
         "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "values": _VALUES,
-        "dtype": _DTYPE, "shape": _SHAPE}),
+        "dtype": _DTYPE, "shape": _SHAPE}, payload=_BYTES_OR_VALUES),
     Method("codec.decode", codec_decode, {
         "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "dtype": _DTYPE,
-        "shape": _SHAPE}),
+        "shape": _SHAPE}, payload=_BYTES),
     Method("codec.encode_many", codec_encode_many, {
         "codec": _CODEC, "items": _ITEMS, "sizes": _SIZES, "stream": _STREAM, "shm": _SHM,
         "dtype": _DTYPE, "shape": _SHAPE}),
     Method("codec.decode_many", codec_decode_many, {
         "codec": _CODEC, "items": _ITEMS, "sizes": _SIZES, "stream": _STREAM, "shm": _SHM,
         "dtype": _DTYPE, "shape": _SHAPE, "handoff": Bool(required=False, default=False)}),
-    Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES}),
-    Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE),
+    Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES},
+           payload=_BYTES_OR_VALUES),
+    Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE, payload=_BYTES),
 ]

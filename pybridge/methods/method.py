@@ -20,6 +20,12 @@ class Method:
     ``inline`` methods run on the reader thread (they must be quick and never
     block); others run on the server's handler threads. ``test_only``
     methods exist only when ``PYBRIDGE_TEST_METHODS=1``.
+
+    ``payload`` names the params a method's input may arrive in (``data``
+    inline, ``stream`` frames, an ``shm`` upload handoff, ``values``): a
+    request gives exactly one of them, which the dispatcher checks before the
+    handler runs (:func:`pybridge.rpc.call.payload_source`); the handler then
+    takes the input from :meth:`pybridge.rpc.call.Call.payload`.
     """
 
     name: str
@@ -27,3 +33,4 @@ class Method:
     params: Mapping[str, Param]
     inline: bool = False
     test_only: bool = False
+    payload: tuple[str, ...] = ()

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.framing import FrameWriter
     from pybridge.settings import Settings
 
-__all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadFile", "upload_file_path"]
+__all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadFile", "payload_source", "upload_file_path"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -98,6 +98,7 @@ class Call:
         "id",
         "method",
         "params",
+        "payload_source",
         "stream_bytes",
         "stream_frames",
         "streamed",
@@ -115,6 +116,8 @@ class Call:
         self.streamed = False
         self.stream_frames = 0
         self.stream_bytes = 0
+        #: Which of the method's payload params carries the input (None: no payload).
+        self.payload_source: str | None = None
         self._writer = writer
         self._upload: queue.Queue[bytes] | None = None
         self._upload_bytes = 0
@@ -317,6 +320,32 @@ class Call:
     def read_upload(self) -> bytes:
         """The whole upload joined into one bytes object (for small uploads)."""
         return b"".join(self.upload())
+
+    def payload(self) -> Any:
+        """The request's input bytes, however they came: the ``data`` param,
+        or the whole upload (``stream`` or ``shm``); None when it came as
+        ``values`` (the handler reads those from the params)."""
+        if self.payload_source == "data":
+            return self.params["data"]
+        if self.payload_source in ("stream", "shm"):
+            return self.read_upload()
+        return None
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+
+
+def payload_source(sources: tuple[str, ...], params: dict[str, Any]) -> str:
+    """The one param of ``sources`` that ``params`` gives; :class:`InvalidParams`
+    when none or several are given. The dispatcher calls it before the
+    handler runs, so no handler checks its transport by hand."""
+    given = [k for k in sources if params.get(k) is not None]
+    if len(given) != 1:
+        raise InvalidParams(f"give exactly one of {_quoted(sources)}", param=sources[0],
+                            expected="bin")
+    return given[0]
 
 
 # -- the upload handoff ---------------------------------------------------------

@@ -49,7 +49,7 @@ from pybridge.errors import (
     UnknownMethod,
 )
 from pybridge.libraries import ready
-from pybridge.rpc.call import Call
+from pybridge.rpc.call import Call, payload_source
 from pybridge.rpc.framing import (
     FrameReader,
     FrameWriter,
@@ -268,6 +268,15 @@ class Server:
             self._reply(rid, e.to_wire(), None)
             return
         call = Call(rid, req.method, params, self.context, self.writer, inline=method.inline)
+        if method.payload:
+            # The transport is decided here, once: the handler takes its input
+            # from call.payload() and never checks which param carried it.
+            try:
+                call.payload_source = payload_source(method.payload, params)
+            except InvalidParams as e:
+                call.finished = True  # an upload handoff it names is removed all the same
+                self._reply(rid, e.to_wire(), None)
+                return
         if method.inline:
             error, result, cancelled = self._invoke(call, method)
             if not cancelled:
