@@ -1,7 +1,7 @@
 """Same-host handoff of large results through shared memory (PROTOCOL.md §3).
 
 A handler that answers with ``"shm": {"path", "bytes"}`` fills a fresh
-segment inside :func:`handoff_segment`. The segment is unlinked on every path
+segment inside :func:`result_handoff`. The segment is unlinked on every path
 the sidecar controls: when the handler fails or is cancelled while it runs,
 and when the request is cancelled after the handler returned but before its
 reply went out (a small janitor thread watches each segment until its reply
@@ -9,7 +9,7 @@ is settled). Once the reply is out, the client owns the file: it reads it
 once and unlinks it.
 
 When ``/dev/shm`` cannot hold the segment (missing, read-only, full),
-:func:`handoff_segment` raises :class:`HandoffUnavailable` before its block
+:func:`result_handoff` raises :class:`HandoffUnavailable` before its block
 runs, and the handler answers by the pipe instead (inline or streamed).
 """
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.call import Call
 
 __all__ = ["MAX_HANDOFF_BYTES", "HandoffJanitor", "HandoffUnavailable",
-           "handoff_segment"]
+           "result_handoff"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class HandoffUnavailable(Exception):
 
 
 @contextlib.contextmanager
-def handoff_segment(call: Call, nbytes: int) -> Iterator[Segment]:
+def result_handoff(call: Call, nbytes: int) -> Iterator[Segment]:
     """A fresh segment for a handoff result, unlinked unless it reaches the client.
 
     The block fills it. On any exception (a cancel included) it is unlinked

@@ -344,7 +344,7 @@ _VALUES = Param("array of str or bin",
                 False, None, True)
 
 #: An upload handoff (PROTOCOL.md §3): ``{"path": str, "bytes": int}``,
-#: checked by :meth:`pybridge.rpc.call.Call.upload_file`.
+#: checked by :meth:`pybridge.rpc.call.Call.upload_handoff`.
 _SHM = Map(required=False)
 
 _BYTES = ("data", "stream", "shm")

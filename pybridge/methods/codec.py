@@ -175,8 +175,8 @@ def _items(call: Call) -> list[Any]:
         raise InvalidParams("give 'items', or 'sizes' with the items uploaded back to back "
                             "('stream' or 'shm')", param="items", expected="array of bin")
     sizes: list[int] = p["sizes"]
-    if call.has_upload_file:
-        data: Any = call.upload_file().segment().buf
+    if call.has_upload_handoff:
+        data: Any = call.upload_handoff().segment().buf
     else:
         data = memoryview(call.read_upload())
     nbytes = memoryview(data).nbytes
@@ -296,7 +296,7 @@ def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict
     """
     import os
 
-    from pybridge.handoff.results import handoff_segment
+    from pybridge.handoff.results import result_handoff
     from pybridge.handoff.shm import pwrite_all
     from pybridge.pool import codec_tasks as tasks
 
@@ -306,7 +306,7 @@ def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict
     offsets = [0] * len(sizes)
     for k in range(1, len(sizes)):
         offsets[k] = offsets[k - 1] + sizes[k - 1]
-    with handoff_segment(call, total) as seg:
+    with result_handoff(call, total) as seg:
         where: dict[Future[Any], int] = {}
         try:
             for a, b in _runs(sizes, pool.size):
@@ -356,11 +356,11 @@ def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]
     """Write decoded items (whose sizes were not known up front) into one handoff segment."""
     import os
 
-    from pybridge.handoff.results import handoff_segment
+    from pybridge.handoff.results import result_handoff
     from pybridge.handoff.shm import pwrite_all
 
     sizes = []
-    with handoff_segment(call, total) as seg:
+    with result_handoff(call, total) as seg:
         fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             offset = 0

@@ -26,8 +26,8 @@ or finished, so a handler that fails early cannot wedge the channel.
 
 *Upload handoff.* A request may instead carry ``"shm": {"path", "bytes"}``:
 the client wrote the payload into a file of its own under this sidecar's
-shared-memory prefix (PROTOCOL.md §3). :meth:`Call.upload_file` checks the
-file and opens it (:class:`UploadFile`), and :meth:`Call.upload` then yields
+shared-memory prefix (PROTOCOL.md §3). :meth:`Call.upload_handoff` checks the
+file and opens it (:class:`UploadHandoff`), and :meth:`Call.upload` then yields
 its mapped bytes, so handlers that iterate the upload serve both forms. The
 file is unlinked when the call finishes, whatever the path: success, error,
 or a cancel (also of a call that never ran).
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.framing import FrameWriter
     from pybridge.settings import Settings
 
-__all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadFile", "payload_source", "upload_file_path"]
+__all__ = ["UPLOAD_QUEUE_FRAMES", "Call", "UploadHandoff", "payload_source", "upload_handoff_path"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -121,11 +121,11 @@ class Call:
         self._writer = writer
         self._upload: queue.Queue[bytes] | None = None
         self._upload_bytes = 0
-        self._shm: UploadFile | None = None
+        self._shm: UploadHandoff | None = None
         # The upload handoff's file, when its name is one this sidecar may
         # remove; unlinked when the call finishes, even if it never ran.
         shm = params.get("shm")
-        self._shm_path = upload_file_path(shm.get("path")) if isinstance(shm, dict) else None
+        self._shm_path = upload_handoff_path(shm.get("path")) if isinstance(shm, dict) else None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.method}>"
@@ -143,7 +143,7 @@ class Call:
     def finished(self, value: bool) -> None:
         self._finished = value
         if value and self._shm_path is not None:
-            self._drop_upload_file()
+            self._drop_upload_handoff()
 
     def check_cancelled(self) -> None:
         """Raise :class:`~pybridge.errors.Cancelled` if the request was cancelled."""
@@ -233,11 +233,11 @@ class Call:
         return None
 
     @property
-    def has_upload_file(self) -> bool:
+    def has_upload_handoff(self) -> bool:
         """Whether the request's payload is an upload handoff (``"shm"``)."""
         return isinstance(self.params.get("shm"), dict)
 
-    def upload_file(self) -> UploadFile:
+    def upload_handoff(self) -> UploadHandoff:
         """The request's upload handoff file, checked and opened (once).
 
         Raises ``InvalidParams`` when the request has none or its ``shm``
@@ -252,10 +252,10 @@ class Call:
             if not isinstance(shm, dict):
                 raise InvalidParams("this request carries no upload file", param="shm",
                                     expected="map")
-            self._shm = UploadFile.open(shm, self.context.settings.max_request_bytes)
+            self._shm = UploadHandoff.open(shm, self.context.settings.max_request_bytes)
         return self._shm
 
-    def _drop_upload_file(self) -> None:
+    def _drop_upload_handoff(self) -> None:
         """Unlink the upload handoff file (and close it, after the reply is on its way)."""
         path, self._shm_path = self._shm_path, None
         f, self._shm = self._shm, None
@@ -296,8 +296,8 @@ class Call:
         """
         q = self._upload
         if q is None:
-            if self.has_upload_file:
-                yield from self.upload_file().pieces()
+            if self.has_upload_handoff:
+                yield from self.upload_handoff().pieces()
                 return
             raise InvalidParams("this request carries no upload stream",
                                 param="stream", expected="map")
@@ -360,7 +360,7 @@ def _shm_param(shm: dict[str, Any]) -> tuple[str, int]:
     return path, nbytes
 
 
-def upload_file_path(path: Any) -> str | None:
+def upload_handoff_path(path: Any) -> str | None:
     """``path`` when it names a file this sidecar may take as an upload, else None.
 
     The rule is the one clients apply to read handoffs: exactly
@@ -380,7 +380,7 @@ def upload_file_path(path: Any) -> str | None:
     return path
 
 
-class UploadFile:
+class UploadHandoff:
     """An upload handoff file, checked and opened read-only.
 
     ``fd`` stays open until :meth:`close_later`, so the file's memory is
@@ -399,18 +399,18 @@ class UploadFile:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"UploadFile({self.path!r}, size={self.size})"
+        return f"UploadHandoff({self.path!r}, size={self.size})"
 
     @classmethod
-    def open(cls, shm: dict[str, Any], limit: int | None) -> UploadFile:
-        """Check the request's ``shm`` map and open its file (see :meth:`Call.upload_file`)."""
+    def open(cls, shm: dict[str, Any], limit: int | None) -> UploadHandoff:
+        """Check the request's ``shm`` map and open its file (see :meth:`Call.upload_handoff`)."""
         import stat
 
         path, nbytes = _shm_param(shm)
         if limit is not None and nbytes > limit:
             raise TooLarge(f"an upload of {nbytes} bytes is over the per-request limit of "
                            f"{limit} bytes", bytes=nbytes, limit=limit)
-        if upload_file_path(path) is None:
+        if upload_handoff_path(path) is None:
             from pybridge.handoff import shm as shm_
 
             raise ForbiddenPath(

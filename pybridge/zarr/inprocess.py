@@ -148,10 +148,10 @@ def _read_handoff(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Se
     """Read the selection into a fresh handoff segment (``result["shm"]``)."""
     import numpy as np
 
-    from pybridge.handoff.results import handoff_segment
+    from pybridge.handoff.results import result_handoff
 
     row_bytes = product(shape[1:]) * dtype.itemsize
-    with handoff_segment(call, nbytes) as seg:
+    with result_handoff(call, nbytes) as seg:
         out = np.ndarray(shape, dtype=dtype, buffer=seg.buf)
         try:
             for a, b in _bands(meta, lo, hi, step, row_bytes):

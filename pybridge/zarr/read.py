@@ -19,7 +19,7 @@ and memory stores, selections with a step, and the variable-length dtypes
 are read through zarr-python in the sidecar (:mod:`pybridge.zarr.inprocess`).
 
 A handoff segment is unlinked on every path the sidecar controls
-(:func:`pybridge.handoff.results.handoff_segment`).
+(:func:`pybridge.handoff.results.result_handoff`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import InvalidSelection
-from pybridge.handoff.results import MAX_HANDOFF_BYTES, HandoffUnavailable, handoff_segment
+from pybridge.handoff.results import MAX_HANDOFF_BYTES, HandoffUnavailable, result_handoff
 from pybridge.zarr.buffers import split
 from pybridge.zarr.chunk_tasks import fill_parts, out_dtype, read_parts, read_parts_to_file
 from pybridge.zarr.chunks import (
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from pybridge.rpc.call import Call
     from pybridge.zarr.kv import KV
 
-__all__ = ["MAX_HANDOFF_BYTES", "handoff_segment", "read_array"]
+__all__ = ["MAX_HANDOFF_BYTES", "result_handoff", "read_array"]
 
 MiB = 1 << 20
 #: A band holds at least this much (and at least 2 chunks per worker) ...
@@ -217,7 +217,7 @@ def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[in
     row_bytes = product(inner) * itemsize
     rows = _task_rows(grid[0], bhi[0] - blo[0], row_bytes, call.context.pool.size)
     pool = call.context.pool
-    with handoff_segment(call, nbytes) as seg:
+    with result_handoff(call, nbytes) as seg:
         futures: list[Future[Any]] = []
         try:
             for a, b in band_ranges(blo[0], bhi[0], grid[0], rows):

@@ -55,7 +55,7 @@ from pybridge.zarr.metadata import ArrayMeta
 
 if TYPE_CHECKING:
     from pybridge.handoff.shm import Segment
-    from pybridge.rpc.call import Call, UploadFile
+    from pybridge.rpc.call import Call, UploadHandoff
     from pybridge.zarr.kv import KV
     from pybridge.zarr.locks import LockTable
 
@@ -180,8 +180,8 @@ def write_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None
     band_sel = tuple(b - a for a, b in zip(blo, bhi))
     nchunks = count_chunks(blo, bhi, grid)
     chunk_bytes = product(grid) * dtype.itemsize
-    upload = call.upload_file() if data is None and pieces is None and \
-        call.has_upload_file else None
+    upload = call.upload_handoff() if data is None and pieces is None and \
+        call.has_upload_handoff else None
     small = nchunks <= IN_PLACE_CHUNKS and nchunks * chunk_bytes <= IN_PLACE_BYTES
     if upload is not None and not small:
         _from_file(call, meta, bshape, grid, blo, bhi, upload)
@@ -339,7 +339,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
 
 
 def _from_file(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
-               blo: tuple[int, ...], bhi: tuple[int, ...], upload: UploadFile) -> None:
+               blo: tuple[int, ...], bhi: tuple[int, ...], upload: UploadHandoff) -> None:
     """Encode straight from an upload handoff file: the workers map it
     themselves, every task is submitted at once, nothing is copied here."""
     itemsize = out_dtype(meta.spec.dtype).itemsize
