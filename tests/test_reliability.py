@@ -18,9 +18,7 @@ import glob
 import json
 import os
 import random
-import signal
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess, frame, pack, wait_for
+from helpers import SidecarProcess, frame, fs, pack, wait_for
 
 from pybridge.handoff import shm
 from pybridge.methods import method_table
@@ -70,10 +68,6 @@ def raise_value_error(payload: Any) -> None:
 
 # --------------------------------------------------------------------------
 # Helpers
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def expect(reply: Any, code: str, **details: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 
 from pybridge.methods import method_table
 from pybridge.rpc.params import Param
@@ -44,10 +44,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
 MiB = 1 << 20
 TB = 1 << 40
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def expect(reply: Any, code: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs.numcodecs as zn
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 from zarr.codecs import (
     BloscCodec,
     BytesCodec,
@@ -56,10 +56,6 @@ def sc() -> Iterator[SidecarProcess]:
     with SidecarProcess(workers=2, args=["--handoff-threshold", "1"]) as proc:
         proc.ping(timeout=30)
         yield proc
-
-
-def fs(path: Path) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def le_bytes(a: np.ndarray) -> bytes:

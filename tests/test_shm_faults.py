@@ -25,14 +25,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numcodecs
 import numpy as np
 import pytest
 import zarr
 import zarr.codecs
-from helpers import REPO, SidecarProcess
+from helpers import REPO, SidecarProcess, fs, ok
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -99,14 +98,6 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[SidecarProcess]:
         yield sc
     finally:
         sc.close()
-
-
-def fs(path: Path) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
-
-
-def ok(reply: Any) -> dict[str, Any]:
-    return reply.unwrap()  # type: ignore[no-any-return]
 
 
 def alive(sc: SidecarProcess, pid: int) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import REPO, SidecarProcess, wait_for
-from test_arrays import err, fs, le_bytes, ok, same
+from helpers import REPO, SidecarProcess, err, fs, ok, wait_for
+from test_arrays import le_bytes, same
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
