@@ -178,3 +178,12 @@ def test_imports_go_downwards_only():
 def test_every_module_says_what_it_is(module):
     tree = ast.parse(MODULES[module].read_text())
     assert ast.get_docstring(tree), f"{module} has no module docstring"
+
+
+def test_the_worker_preload_names_modules_that_exist():
+    # The fork server imports these before it forks; the Elixir launcher checks
+    # the same list (ZarrBridge.Sidecar.Launcher.worker_modules/0).
+    from pybridge.pool.pool import PRELOAD
+
+    ours = [m for m in PRELOAD if m.startswith("pybridge")]
+    assert ours and all(m in MODULES for m in ours), ours
