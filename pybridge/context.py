@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pybridge.zarr.buffers import BandBuffers
     from pybridge.zarr.extent import ExtentLocks
     from pybridge.zarr.locks import LockTable
+    from pybridge.zarr.metadata import MetadataCache
 
 T = TypeVar("T")
 
@@ -60,6 +61,12 @@ def _band_buffers() -> BandBuffers:
     from pybridge.zarr.buffers import BandBuffers
 
     return BandBuffers()
+
+
+def _metadata_cache() -> MetadataCache:
+    from pybridge.zarr.metadata import MetadataCache
+
+    return MetadataCache()
 
 
 def _handoff_janitor() -> HandoffJanitor:
@@ -131,6 +138,11 @@ class SidecarContext:
     def band_buffers(self) -> BandBuffers:
         """Shared-memory band buffers reused by reads and writes (:mod:`pybridge.zarr.buffers`)."""
         return self._one("band_buffers", _band_buffers)
+
+    @property
+    def metadata_cache(self) -> MetadataCache:
+        """The metadata of the arrays opened lately (:mod:`pybridge.zarr.metadata`)."""
+        return self._one("metadata_cache", _metadata_cache)
 
     @property
     def handoff_janitor(self) -> HandoffJanitor:

@@ -9,7 +9,7 @@ import threading
 from pybridge.context import SidecarContext
 from pybridge.settings import Settings
 
-SHARED = ("chunk_locks", "extent_locks", "band_buffers", "handoff_janitor")
+SHARED = ("chunk_locks", "extent_locks", "band_buffers", "metadata_cache", "handoff_janitor")
 
 
 def test_each_context_has_its_own_state():

@@ -107,7 +107,8 @@ def _ref(call: Call) -> StoreRef:
 def _meta(call: Call, ref: StoreRef, kv: KV, fresh: bool = False) -> ArrayMeta:
     from pybridge.zarr.metadata import open_meta
 
-    return open_meta(ref, call.context.settings.allow_pickle, kv, fresh)
+    return open_meta(ref, call.context.settings.allow_pickle, kv, fresh,
+                     call.context.metadata_cache)
 
 
 def _check_writable(call: Call) -> None:
@@ -161,7 +162,7 @@ def create(call: Call) -> dict[str, Any]:
     if p["attributes"] is not None:
         check_json(p["attributes"], "attributes")
     ref = store_ref(call, create=p["mode"] not in ("r", "r+"))
-    meta = create_array(ref, p, call.context.settings.allow_pickle)
+    meta = create_array(ref, p, call.context.settings.allow_pickle, call.context.metadata_cache)
     return {"metadata": meta.wire}
 
 
@@ -232,7 +233,8 @@ def resize(call: Call) -> dict[str, Any]:
     from pybridge.zarr.ops import resize as resize_
 
     with _array(call, writable=True, extent=EXCLUSIVE) as (meta, kv):
-        new = resize_(meta, kv, call.params["shape"], call.context.settings.allow_pickle)
+        new = resize_(meta, kv, call.params["shape"], call.context.settings.allow_pickle,
+                      call.context.metadata_cache)
         return {"metadata": new.wire}
 
 
@@ -309,7 +311,7 @@ def get_attributes(call: Call) -> dict[str, Any]:
 
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
-    from pybridge.zarr.metadata import forget, zarr_array
+    from pybridge.zarr.metadata import zarr_array
 
     attrs = call.params["attributes"]
     check_json(attrs, "attributes")
@@ -323,7 +325,7 @@ def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
                 z.attrs.put(attrs)
             out = dict(z.attrs.asdict())
         finally:
-            forget(meta.ref)
+            call.context.metadata_cache.forget(meta.ref)
     return {"attributes": out}
 
 

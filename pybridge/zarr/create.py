@@ -36,8 +36,8 @@ from pybridge.zarr.metadata import (
     BLOSC_SHUFFLE_NAME,
     DEFAULT,
     ArrayMeta,
+    MetadataCache,
     codec_class,
-    forget,
     is_kind,
     open_meta,
     plain,
@@ -380,26 +380,27 @@ def _zarr_dtype(dtype: np.dtype[Any]) -> Any:
     return dtype
 
 
-def create_array(ref: StoreRef, p: Mapping[str, Any], allow_pickle: bool = False) -> ArrayMeta:
+def create_array(ref: StoreRef, p: Mapping[str, Any], allow_pickle: bool = False,
+                 cache: MetadataCache | None = None) -> ArrayMeta:
     """Create (or, for modes ``a``/``r``/``r+``, open) the array at ``ref``."""
     mode = p["mode"]
     if mode in ("r", "r+"):
-        return open_meta(ref, allow_pickle)
+        return open_meta(ref, allow_pickle, cache=cache)
     with session(ref, writable=True) as kv:
         if mode == "a":
             try:
-                return open_meta(ref, allow_pickle, kv)
+                return open_meta(ref, allow_pickle, kv, cache=cache)
             except NotFound as e:
                 if e.details.get("node_type") == "group":
                     raise AlreadyExists(f"a group exists at {where(ref)}",
                                         path=ref.path) from None
         elif mode == "w-" and node_signature(kv, ref.path) is not None:
             raise AlreadyExists(f"a node exists at {where(ref)}", path=ref.path)
-        return _create(ref, kv, p, mode, allow_pickle)
+        return _create(ref, kv, p, mode, allow_pickle, cache)
 
 
 def _create(ref: StoreRef, kv: KV, p: Mapping[str, Any], mode: str,
-            allow_pickle: bool) -> ArrayMeta:
+            allow_pickle: bool, cache: MetadataCache | None) -> ArrayMeta:
     from pybridge.dtypes import parse_dtype
 
     dtype = parse_dtype(p["dtype"])
@@ -424,5 +425,6 @@ def _create(ref: StoreRef, kv: KV, p: Mapping[str, Any], mode: str,
     except (TypeError, ValueError) as e:
         raise InvalidParams(f"zarr-python rejected the array: {e}", param=None,
                             expected="valid array metadata") from None
-    forget(ref)
-    return open_meta(ref, allow_pickle, kv)
+    if cache is not None:
+        cache.forget(ref)
+    return open_meta(ref, allow_pickle, kv, cache=cache)

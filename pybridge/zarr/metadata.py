@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "ArrayMeta",
-    "forget",
+    "MetadataCache",
     "open_meta",
     "require_fixed_size",
     "wire_scalar",
@@ -122,27 +122,35 @@ def where(ref: StoreRef) -> str:
 
 # -- the cache -------------------------------------------------------------
 
-_CACHE: OrderedDict[tuple[str, str, str], ArrayMeta] = OrderedDict()
-_CACHE_SIZE = 256
-_cache_lock = threading.Lock()
+class MetadataCache:
+    """The metadata of the arrays opened lately, by store and node (one per
+    sidecar: :attr:`pybridge.context.SidecarContext.metadata_cache`). An
+    entry is used only while the array's documents keep their stamps."""
 
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[tuple[str, str, str], ArrayMeta] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
 
-def forget(ref: StoreRef) -> None:
-    """Drop the cached metadata of ``ref``."""
-    with _cache_lock:
-        _CACHE.pop(ref.key, None)
+    def get(self, ref: StoreRef) -> ArrayMeta | None:
+        with self._lock:
+            return self._items.get(ref.key)
 
+    def remember(self, meta: ArrayMeta) -> None:
+        with self._lock:
+            self._items[meta.ref.key] = meta
+            self._items.move_to_end(meta.ref.key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
-def remember(meta: ArrayMeta) -> None:
-    with _cache_lock:
-        _CACHE[meta.ref.key] = meta
-        _CACHE.move_to_end(meta.ref.key)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    def forget(self, ref: StoreRef) -> None:
+        """Drop the cached metadata of ``ref``."""
+        with self._lock:
+            self._items.pop(ref.key, None)
 
 
 def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None,
-              fresh: bool = False) -> ArrayMeta:
+              fresh: bool = False, cache: MetadataCache | None = None) -> ArrayMeta:
     """The array at ``ref`` (cached while its metadata files are unchanged).
 
     ``fresh`` reads the documents even when the cached stamps match: a
@@ -150,17 +158,17 @@ def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None,
     same size that got a reused inode, keeps its stamp. The requests that
     change an array's shape read it so. Raises :class:`NotFound` when there is no array (``details.node_type``
     is ``"group"`` when a group is there). When the array's own document is
-    missing, an ancestor group's consolidated metadata is used.
+    missing, an ancestor group's consolidated metadata is used. Without a
+    ``cache`` nothing is cached.
     """
     if kv is None:
         from pybridge.zarr.kv import session
 
         with session(ref) as kv_:
-            return open_meta(ref, allow_pickle, kv_, fresh)
+            return open_meta(ref, allow_pickle, kv_, fresh, cache)
     try:
         sig = node_signature(kv, ref.path)
-        with _cache_lock:
-            hit = _CACHE.get(ref.key)
+        hit = cache.get(ref) if cache is not None else None
         if not fresh and hit is not None and sig is not None and hit.signature == sig:
             return hit
         node = read_node(kv, ref.path, sig) if sig is not None else from_consolidated(kv, ref.path)
@@ -177,8 +185,8 @@ def open_meta(ref: StoreRef, allow_pickle: bool = False, kv: KV | None = None,
         raise NotFound(f"{where(ref)} is a group, not an array", path=ref.path,
                        node_type="group")
     meta = meta_from_doc(ref, node, allow_pickle)
-    if sig is not None:
-        remember(meta)
+    if sig is not None and cache is not None:
+        cache.remember(meta)
     return meta
 
 

@@ -33,7 +33,7 @@ from pybridge.errors import (
 from pybridge.zarr.chunk_codecs import chunk_limit
 from pybridge.zarr.chunk_tasks import out_dtype
 from pybridge.zarr.documents import METADATA_KEYS, join
-from pybridge.zarr.metadata import ArrayMeta, forget, open_meta, zarr_array
+from pybridge.zarr.metadata import ArrayMeta, MetadataCache, open_meta, zarr_array
 from pybridge.zarr.write import write_array
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ def _check_shape(meta: ArrayMeta, shape: Sequence[int], param: str) -> tuple[int
     return tuple(shape)
 
 
-def resize(meta: ArrayMeta, kv: KV, shape: Sequence[int], allow_pickle: bool) -> ArrayMeta:
+def resize(meta: ArrayMeta, kv: KV, shape: Sequence[int], allow_pickle: bool,
+           cache: MetadataCache | None = None) -> ArrayMeta:
     """Give the array ``shape``; returns the new metadata.
 
     ``meta`` must be current: read under the array's exclusive extent lock
@@ -68,12 +69,14 @@ def resize(meta: ArrayMeta, kv: KV, shape: Sequence[int], allow_pickle: bool) ->
             zarr_array(meta, kv).resize(new)
         except OSError as e:
             raise StoreError(f"cannot resize the array: {e}", path=meta.ref.path) from e
-    return _reopen(meta, kv, allow_pickle)
+    return _reopen(meta, kv, allow_pickle, cache)
 
 
-def _reopen(meta: ArrayMeta, kv: KV, allow_pickle: bool) -> ArrayMeta:
-    forget(meta.ref)
-    return open_meta(meta.ref, allow_pickle, kv, fresh=True)
+def _reopen(meta: ArrayMeta, kv: KV, allow_pickle: bool,
+            cache: MetadataCache | None) -> ArrayMeta:
+    if cache is not None:
+        cache.forget(meta.ref)
+    return open_meta(meta.ref, allow_pickle, kv, fresh=True, cache=cache)
 
 
 @dataclass(frozen=True)
@@ -117,14 +120,15 @@ def append(call: Call, meta: ArrayMeta, kv: KV, axis: int, shape: Sequence[int],
     old = meta.shape
     grown = tuple(n + block[d] if d == axis else n for d, n in enumerate(old))
     start = tuple(old[d] if d == axis else 0 for d in range(ndim))
-    new_meta = resize(meta, kv, grown, allow_pickle)
+    cache = call.context.metadata_cache
+    new_meta = resize(meta, kv, grown, allow_pickle, cache)
     _check_extent(new_meta, old, grown, "growing it; nothing was written")
     try:
         write_array(call, new_meta, kv, start, block, data, values, pieces)
     except BaseException:
-        _shrink_back(new_meta, kv, old, grown, allow_pickle)
+        _shrink_back(new_meta, kv, old, grown, allow_pickle, cache)
         raise
-    done = _reopen(new_meta, kv, allow_pickle)
+    done = _reopen(new_meta, kv, allow_pickle, cache)
     _check_extent(done, old, grown, f"writing its data at {list(start)}..{list(grown)}, "
                   "which may be lost")
     return Appended(done, start, grown)
@@ -143,12 +147,12 @@ def _check_extent(meta: ArrayMeta, old: tuple[int, ...], grown: tuple[int, ...],
 
 
 def _shrink_back(meta: ArrayMeta, kv: KV, old: tuple[int, ...], grown: tuple[int, ...],
-                 allow_pickle: bool) -> None:
+                 allow_pickle: bool, cache: MetadataCache) -> None:
     """Undo a failed append's growth, unless someone else has changed the shape since."""
     try:
-        current = _reopen(meta, kv, allow_pickle)
+        current = _reopen(meta, kv, allow_pickle, cache)
         if current.shape == grown:
-            resize(current, kv, old, allow_pickle)
+            resize(current, kv, old, allow_pickle, cache)
     except Exception:  # noqa: BLE001 - the append's own failure is the one to report
         pass
 
