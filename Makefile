@@ -6,7 +6,7 @@ export LANG := C.UTF-8
 export LC_ALL := C.UTF-8
 VENV_PY := .venv/bin/python
 
-.PHONY: setup demo test test-python test-elixir bench fuzz soak clean
+.PHONY: setup demo test lint lint-elixir test-python test-elixir bench fuzz soak clean
 
 setup:
 	@scripts/setup.sh
@@ -14,14 +14,27 @@ setup:
 demo: setup
 	@scripts/demo.sh
 
-# Runs both suites even when the first fails, and fails if either failed.
+# Runs the gates and both suites even when one fails, and fails if any failed.
 test: setup
 	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
 	echo "==> pytest"; \
 	$(VENV_PY) -m pytest -q tests || status=1; \
 	echo "==> mix test"; \
 	(cd elixir_client && mix test) || status=1; \
 	exit $$status
+
+# What a reviewer checks before reading: formatting, warnings, dependency
+# cycles (and, for Python, types and lint).
+lint-elixir:
+	@echo "==> Elixir gates: format, warnings, xref cycles"
+	@cd elixir_client && mix format --check-formatted \
+	  && mix compile --force --warnings-as-errors \
+	  && MIX_ENV=test mix compile --force --warnings-as-errors \
+	  && mix xref graph --format cycles --fail-above 0 \
+	  && mix xref graph --format cycles --label compile-connected --fail-above 0
+
+lint: lint-elixir
 
 test-python: setup
 	$(VENV_PY) -m pytest -q tests

@@ -155,7 +155,7 @@ defmodule Bench.Proc do
 
   @doc "The peak RSS of the sidecar, each of its descendants and this BEAM."
   def report(sidecar) do
-    os_pid = ZarrBridge.Sidecar.os_pid(sidecar)
+    os_pid = ZarrBridge.Sidecar.os_pid!(sidecar)
 
     %{
       sidecar_hwm_kib: hwm_kib(os_pid),
@@ -338,13 +338,13 @@ defmodule Bench do
     # With profile=true the driver attaches py-spy to the sidecar before we go on
     # (not in the start job, which times the start itself).
     if opts["profile"] == "true" and opts["job_kind"] != "start",
-      do: wait_for_driver(%{job: opts["job"], attach: Sidecar.os_pid(sidecar)})
+      do: wait_for_driver(%{job: opts["job"], attach: Sidecar.os_pid!(sidecar)})
 
     {sidecar, hello}
   end
 
   defp sidecar_port(sidecar) do
-    os_pid = Sidecar.os_pid(sidecar)
+    os_pid = Sidecar.os_pid!(sidecar)
 
     Enum.find(Port.list(), fn port -> Port.info(port, :os_pid) == {:os_pid, os_pid} end) ||
       raise "no port for the sidecar #{os_pid}"
@@ -390,7 +390,7 @@ defmodule Bench do
     # The floor: a Python echo on the same kind of Port.
     echo_port = Port.open({:spawn_executable, python}, [{:args, [opts["echo"]]} | port_opts])
     # The same ping frame as Sidecar.call sends, on a raw Port to a second sidecar
-    # (the one Sidecar.call uses is owned by its GenServer): the sidecar's share.
+    # (the one Sidecar.call uses is owned by its connection process): the sidecar's share.
     raw_port =
       Port.open(
         {:spawn_executable, python},
@@ -473,7 +473,7 @@ defmodule Bench do
     warm = nil
     _ = warm
 
-    watched = Bench.Cpu.watch(Sidecar.os_pid(sidecar))
+    watched = Bench.Cpu.watch(Sidecar.os_pid!(sidecar))
     runs = int(opts, "runs")
 
     cpu =
@@ -504,7 +504,7 @@ defmodule Bench do
 
     # One more read, untimed, while the sidecar tree's PSS is sampled.
     :erlang.garbage_collect()
-    os_pid = Sidecar.os_pid(sidecar)
+    os_pid = Sidecar.os_pid!(sidecar)
     tree = [os_pid | Bench.Proc.descendants(os_pid)]
     {data, peaks, samples} = Bench.Proc.with_pss_sampler(tree, 5, read)
     true = byte_size(data) > 0
@@ -556,7 +556,7 @@ defmodule Bench do
     ns = write.(warmup)
     emit(%{job: opts["job"], run: 0, warmup: true, seconds: ns / 1.0e9, target: warmup})
     # After the warm-up, so the workers are there.
-    watched = Bench.Cpu.watch(Sidecar.os_pid(sidecar))
+    watched = Bench.Cpu.watch(Sidecar.os_pid!(sidecar))
 
     cpu =
       targets
@@ -607,7 +607,7 @@ defmodule Bench do
       workers: hello["workers"]
     })
 
-    watched = Bench.Cpu.watch(Sidecar.os_pid(sidecar))
+    watched = Bench.Cpu.watch(Sidecar.os_pid!(sidecar))
     runs = int(opts, "runs")
 
     cpu =

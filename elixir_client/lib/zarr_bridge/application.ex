@@ -29,6 +29,9 @@ defmodule ZarrBridge.Application do
         []
       end
 
+    # Reads of handoff files (ZarrBridge.Sidecar.Handoff) run under it.
+    children = [{Task.Supervisor, name: ZarrBridge.HandoffTasks} | children]
+
     Supervisor.start_link(children, strategy: :one_for_one, name: ZarrBridge.Supervisor)
   end
 

@@ -63,7 +63,8 @@ defmodule ZarrBridge.Array do
   chunk), `:codec_unavailable`, `:timeout`.
   """
 
-  alias ZarrBridge.{Dtype, Error, Metadata, NDArray, Options, Sidecar}
+  alias ZarrBridge.{Error, Metadata, NDArray, Options}
+  alias ZarrBridge.Array.Request
 
   @enforce_keys [:metadata, :path, :store]
   defstruct [
@@ -88,18 +89,18 @@ defmodule ZarrBridge.Array do
           store: %{required(String.t()) => String.t()}
         }
 
-  @inline_limit 256 * 1024
-  @handoff_threshold 1024 * 1024
   @common [:server, :timeout]
 
   @doc """
   Reads a slice as nested tuples.
 
-      {:ok, data} = ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {100, 50})
-      elem(elem(data, 0), 0)
-
-      # every other row and every third column
-      {:ok, data} = ZarrBridge.Array.get_slice(array, step: {2, 3})
+      iex> {:ok, array} = ZarrBridge.create(shape: {4, 6}, dtype: :int32, storage: :memory, path: "doc-get")
+      iex> :ok = ZarrBridge.Array.set_slice(array, for(r <- 0..3, do: for(c <- 0..5, do: 10 * r + c)))
+      iex> ZarrBridge.Array.get_slice(array, start: {0, 0}, stop: {2, 3})
+      {:ok, {{0, 1, 2}, {10, 11, 12}}}
+      iex> # every other row and every third column
+      iex> ZarrBridge.Array.get_slice(array, step: {2, 3})
+      {:ok, {{0, 3}, {20, 23}}}
 
   Options: `start:`, `stop:` (default: the whole array), `step:` (default:
   all ones), `handoff:` (see `read/2`), `server:`, `timeout:`.
@@ -116,7 +117,12 @@ defmodule ZarrBridge.Array do
   @doc """
   Writes nested tuples (or lists) into a slice.
 
-      :ok = ZarrBridge.Array.set_slice(array, {{1, 2}, {3, 4}}, start: {0, 0}, stop: {2, 2})
+      iex> {:ok, array} = ZarrBridge.create(shape: {3, 3}, dtype: :int32, storage: :memory, path: "doc-set")
+      iex> ZarrBridge.Array.set_slice(array, {{1, 2}, {3, 4}}, start: {0, 0}, stop: {2, 2})
+      :ok
+      iex> ZarrBridge.Array.set_slice(array, {{1, 2}}, start: {0, 0}, stop: {2, 2})
+      ...> |> elem(1) |> Map.fetch!(:code)
+      :data_size_mismatch
 
   The data's shape must be exactly `stop - start`, or the result is
   `{:error, %ZarrBridge.Error{code: :data_size_mismatch}}`. Without `stop:`
@@ -131,11 +137,11 @@ defmodule ZarrBridge.Array do
     %Metadata{dtype: dtype, shape: array_shape} = array.metadata
 
     with {:ok, shape, list} <- NDArray.flatten(data, dtype),
-         {:ok, start, stop} <- write_selection(opts, array_shape),
-         :ok <- check_rank(shape, array_shape),
-         :ok <- check_stop(stop, start, shape),
+         {:ok, start, stop} <- Request.write_selection(opts, array_shape),
+         :ok <- Request.check_rank(shape, array_shape),
+         :ok <- Request.check_stop(stop, start, shape),
          {:ok, nd} <- NDArray.from_list(list, shape, dtype) do
-      write_nd(array, nd, start, opts)
+      Request.write_nd(array, nd, start, opts)
     end
   end
 
@@ -149,13 +155,10 @@ defmodule ZarrBridge.Array do
 
   Options:
     * `start:`, `stop:`, `step:` - the selection (default: the whole array);
-    * `handoff:` - `true` asks the sidecar to hand large results over in a
-      shared-memory file rather than through the pipe (same host only);
-      `false` never does. By default it is asked for when the result is
-      1 MiB or more (fixed-size dtypes only). It is never asked for when
-      the sidecar's `hello` says handoff is not usable for this client
-      (`ZarrBridge.Sidecar.handoff_usable?/1`), and a sidecar that cannot
-      make the file answers through the pipe;
+    * `handoff:` - `:auto` (the default) or `true` lets the sidecar hand
+      a result of a fixed-size dtype over in a shared-memory file from its
+      handoff threshold on; `false` keeps it on the pipe. See "Handoff" in
+      `ZarrBridge.Sidecar`, the one meaning of the option;
     * `server:`, `timeout:`.
   """
   @spec read(t, keyword) :: {:ok, NDArray.t()} | {:error, Error.t()}
@@ -163,21 +166,21 @@ defmodule ZarrBridge.Array do
     Options.check!(opts, [:start, :stop, :step, :handoff | @common])
     meta = array.metadata
 
-    with {:ok, start} <- selection(opts, :start, meta.shape),
-         {:ok, stop} <- selection(opts, :stop, meta.shape),
-         {:ok, step} <- selection(opts, :step, meta.shape) do
+    with {:ok, start} <- Request.selection(opts, :start, meta.shape),
+         {:ok, stop} <- Request.selection(opts, :stop, meta.shape),
+         {:ok, step} <- Request.selection(opts, :step, meta.shape) do
       params =
         array
-        |> base_params()
-        |> put_tuple("start", start)
-        |> put_tuple("stop", stop)
-        |> put_tuple("step", step)
-        |> put_handoff(
+        |> Request.base_params()
+        |> Request.put_tuple("start", start)
+        |> Request.put_tuple("stop", stop)
+        |> Request.put_tuple("step", step)
+        |> Request.put_handoff(
           Keyword.get(opts, :handoff, :auto),
-          expected_bytes(meta, start, stop, step)
+          Request.expected_bytes(meta, start, stop, step)
         )
 
-      read_call(array, params, opts)
+      Request.read_call(array, params, opts)
     end
   end
 
@@ -198,17 +201,20 @@ defmodule ZarrBridge.Array do
   Data of at least the sidecar's handoff threshold (4 MiB by default) is
   handed over through shared memory (same host only): it is written into a
   file in `/dev/shm` that the sidecar's workers encode from directly, which
-  spares the pipe. Other data larger than 256 KiB (or all of it with
+  spares the pipe. Other data larger than one stream frame (the sidecar's
+  `stream_frame_bytes`, 256 KiB by default; or all of it with
   `handoff: false`, when the file cannot be written, or when handoff is not
   usable with this sidecar, see `ZarrBridge.Sidecar.handoff_usable?/1`) is
-  uploaded as a stream; smaller data travels in the request. Variable-length values
+  uploaded as a stream; smaller data travels in the request. Both limits
+  come from the sidecar's `hello`. Variable-length values
   always travel in the request, so one write of them is limited by the
   sidecar's frame size (64 MiB by default): write large string arrays in
   slices.
 
-  Options: `start:` (default: the origin), `stop:`, `handoff:` (`true`
-  hands any upload over through shared memory, `false` never does; see
-  `ZarrBridge.Sidecar.call/4`), `server:`, `timeout:`.
+  Options: `start:` (default: the origin), `stop:`, `handoff:` (`:auto`
+  by default; `true` hands any upload over through shared memory, `false`
+  never does; see "Handoff" in `ZarrBridge.Sidecar`), `server:`,
+  `timeout:`.
   """
   @spec write(t, NDArray.t() | binary, keyword) :: :ok | {:error, Error.t()}
   def write(array, data, opts \\ [])
@@ -216,11 +222,11 @@ defmodule ZarrBridge.Array do
   def write(%__MODULE__{} = array, %NDArray{} = nd, opts) do
     Options.check!(opts, [:start, :stop, :handoff | @common])
 
-    with :ok <- check_dtype(nd, array.metadata.dtype),
-         {:ok, start, stop} <- write_selection(opts, array.metadata.shape),
-         :ok <- check_rank(nd.shape, array.metadata.shape),
-         :ok <- check_stop(stop, start, nd.shape) do
-      write_nd(array, nd, start, opts)
+    with :ok <- Request.check_dtype(nd, array.metadata.dtype),
+         {:ok, start, stop} <- Request.write_selection(opts, array.metadata.shape),
+         :ok <- Request.check_rank(nd.shape, array.metadata.shape),
+         :ok <- Request.check_stop(stop, start, nd.shape) do
+      Request.write_nd(array, nd, start, opts)
     end
   end
 
@@ -228,10 +234,10 @@ defmodule ZarrBridge.Array do
     Options.check!(opts, [:start, :stop, :handoff | @common])
     meta = array.metadata
 
-    with {:ok, start, stop} <- write_selection(opts, meta.shape),
-         {:ok, shape} <- binary_shape(stop, start, meta.shape),
+    with {:ok, start, stop} <- Request.write_selection(opts, meta.shape),
+         {:ok, shape} <- Request.binary_shape(stop, start, meta.shape),
          {:ok, nd} <- NDArray.new(data, shape, meta.dtype) do
-      write_nd(array, nd, start, opts)
+      Request.write_nd(array, nd, start, opts)
     end
   end
 
@@ -252,14 +258,14 @@ defmodule ZarrBridge.Array do
   @spec resize(t, tuple, keyword) :: {:ok, t} | {:error, Error.t()}
   def resize(%__MODULE__{} = array, new_shape, opts \\ []) do
     Options.check!(opts, @common)
-    shape = shape!(new_shape, "new_shape")
+    shape = Request.shape!(new_shape, "new_shape")
 
     params =
       array
-      |> base_params()
-      |> Map.merge(%{"mode" => write_mode(array), "shape" => shape})
+      |> Request.base_params()
+      |> Map.merge(%{"mode" => Request.write_mode(array), "shape" => shape})
 
-    metadata_result(array, call(array, "array.resize", params, nil, opts))
+    Request.metadata_result(array, Request.call(array, "array.resize", params, nil, opts))
   end
 
   @doc "Like `resize/3`, but raises `ZarrBridge.Error`."
@@ -326,18 +332,18 @@ defmodule ZarrBridge.Array do
     if not (is_integer(axis) and axis >= 0),
       do: raise(ArgumentError, "axis must be a non-negative integer, got: #{inspect(axis)}")
 
-    with {:ok, nd} <- to_ndarray(data, array.metadata.dtype),
-         :ok <- check_dtype(nd, array.metadata.dtype) do
+    with {:ok, nd} <- Request.to_ndarray(data, array.metadata.dtype),
+         :ok <- Request.check_dtype(nd, array.metadata.dtype) do
       params =
         array
-        |> base_params()
+        |> Request.base_params()
         |> Map.merge(%{
-          "mode" => write_mode(array),
+          "mode" => Request.write_mode(array),
           "axis" => axis,
           "shape" => Tuple.to_list(nd.shape)
         })
 
-      append_result(array, call(array, "array.append", params, nd.data, opts))
+      Request.append_result(array, Request.call(array, "array.append", params, nd.data, opts))
     end
   end
 
@@ -358,7 +364,7 @@ defmodule ZarrBridge.Array do
   def chunk_keys(%__MODULE__{} = array, opts \\ []) do
     Options.check!(opts, @common)
 
-    case call(array, "array.chunk_keys", base_params(array), nil, opts) do
+    case Request.call(array, "array.chunk_keys", Request.base_params(array), nil, opts) do
       {:ok, %{"keys" => keys}} when is_list(keys) -> {:ok, keys}
       {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
@@ -382,10 +388,10 @@ defmodule ZarrBridge.Array do
   def read_chunk_raw(%__MODULE__{} = array, key_or_coords, opts \\ []) do
     Options.check!(opts, @common)
 
-    with {:ok, key} <- chunk_key(array, key_or_coords) do
-      params = array |> base_params() |> Map.put("key", key)
+    with {:ok, key} <- Request.chunk_key(array, key_or_coords) do
+      params = array |> Request.base_params() |> Map.put("key", key)
 
-      case call(array, "array.read_chunk_raw", params, nil, opts) do
+      case Request.call(array, "array.read_chunk_raw", params, nil, opts) do
         {:ok, %{"data" => {:bin, data}}} -> {:ok, data}
         {:ok, other} -> Options.unexpected(other)
         {:error, %Error{}} = error -> error
@@ -412,13 +418,13 @@ defmodule ZarrBridge.Array do
       when is_binary(data) do
     Options.check!(opts, [:handoff | @common])
 
-    with {:ok, key} <- chunk_key(array, key_or_coords) do
+    with {:ok, key} <- Request.chunk_key(array, key_or_coords) do
       params =
         array
-        |> base_params()
-        |> Map.merge(%{"mode" => write_mode(array), "key" => key})
+        |> Request.base_params()
+        |> Map.merge(%{"mode" => Request.write_mode(array), "key" => key})
 
-      case call(array, "array.write_chunk_raw", params, data, opts) do
+      case Request.call(array, "array.write_chunk_raw", params, data, opts) do
         {:ok, %{}} -> :ok
         {:ok, other} -> Options.unexpected(other)
         {:error, %Error{}} = error -> error
@@ -442,7 +448,7 @@ defmodule ZarrBridge.Array do
   """
   @spec put_attributes(t, map, keyword) :: :ok | {:error, Error.t()}
   def put_attributes(%__MODULE__{} = array, attributes, opts \\ []) when is_map(attributes),
-    do: attributes_call(array, "array.put_attributes", attributes, opts)
+    do: Request.attributes_call(array, "array.put_attributes", attributes, opts)
 
   @doc "Like `put_attributes/3`, but raises `ZarrBridge.Error`."
   @spec put_attributes!(t, map, keyword) :: :ok
@@ -455,7 +461,7 @@ defmodule ZarrBridge.Array do
   """
   @spec update_attributes(t, map, keyword) :: :ok | {:error, Error.t()}
   def update_attributes(%__MODULE__{} = array, attributes, opts \\ []) when is_map(attributes),
-    do: attributes_call(array, "array.update_attributes", attributes, opts)
+    do: Request.attributes_call(array, "array.update_attributes", attributes, opts)
 
   @doc "Like `update_attributes/3`, but raises `ZarrBridge.Error`."
   @spec update_attributes!(t, map, keyword) :: :ok
@@ -470,7 +476,7 @@ defmodule ZarrBridge.Array do
   def get_attributes(%__MODULE__{} = array, opts \\ []) do
     Options.check!(opts, @common)
 
-    case call(array, "array.get_attributes", base_params(array), nil, opts) do
+    case Request.call(array, "array.get_attributes", Request.base_params(array), nil, opts) do
       {:ok, %{"attributes" => %{} = attributes}} -> {:ok, Options.plain(attributes)}
       {:ok, other} -> Options.unexpected(other)
       {:error, %Error{}} = error -> error
@@ -489,370 +495,11 @@ defmodule ZarrBridge.Array do
   @spec refresh(t, keyword) :: {:ok, t} | {:error, Error.t()}
   def refresh(%__MODULE__{} = array, opts \\ []) do
     Options.check!(opts, @common)
-    params = array |> base_params() |> Map.put("mode", "r")
-    metadata_result(array, call(array, "array.open", params, nil, opts))
+    params = array |> Request.base_params() |> Map.put("mode", "r")
+    Request.metadata_result(array, Request.call(array, "array.open", params, nil, opts))
   end
 
   @doc "Like `refresh/2`, but raises `ZarrBridge.Error`."
   @spec refresh!(t, keyword) :: t
   def refresh!(array, opts \\ []), do: Options.bang(refresh(array, opts))
-
-  # ------------------------------------------------------------------
-
-  defp read_call(array, params, opts) do
-    case call(array, "array.read", params, nil, opts) do
-      {:ok, %{"shape" => shape, "dtype" => wire} = result} when is_list(shape) ->
-        # Fixed-size data comes as "data" (bin); variable-length as "values".
-        data = Options.plain(Map.get(result, "data") || Map.get(result, "values"))
-
-        with {:ok, dtype} <- Dtype.from_wire(wire) do
-          NDArray.new(data, List.to_tuple(shape), dtype)
-        end
-
-      {:ok, other} ->
-        Options.unexpected(other)
-
-      {:error, %Error{}} = error ->
-        error
-    end
-  end
-
-  defp metadata_result(array, result) do
-    case result do
-      {:ok, %{"metadata" => wire}} ->
-        with {:ok, meta} <- Metadata.from_wire(wire), do: {:ok, %{array | metadata: meta}}
-
-      {:ok, other} ->
-        Options.unexpected(other)
-
-      {:error, %Error{}} = error ->
-        error
-    end
-  end
-
-  defp append_result(array, result) do
-    case result do
-      {:ok, %{"metadata" => wire, "region" => %{"start" => start, "stop" => stop}}}
-      when is_list(start) and is_list(stop) ->
-        with {:ok, meta} <- Metadata.from_wire(wire) do
-          {:ok,
-           %{
-             array: %{array | metadata: meta},
-             start: List.to_tuple(start),
-             stop: List.to_tuple(stop)
-           }}
-        end
-
-      {:ok, other} ->
-        Options.unexpected(other)
-
-      {:error, %Error{}} = error ->
-        error
-    end
-  end
-
-  defp attributes_call(array, method, attributes, opts) do
-    Options.check!(opts, @common)
-
-    params =
-      array
-      |> base_params()
-      |> Map.merge(%{"mode" => write_mode(array), "attributes" => Options.text_keys(attributes)})
-
-    case call(array, method, params, nil, opts) do
-      {:ok, %{"attributes" => _}} -> :ok
-      {:ok, other} -> Options.unexpected(other)
-      {:error, %Error{}} = error -> error
-    end
-  end
-
-  defp write_nd(array, %NDArray{} = nd, start, opts) do
-    params =
-      array
-      |> base_params()
-      |> Map.merge(%{
-        "mode" => write_mode(array),
-        "start" => Tuple.to_list(start),
-        "shape" => Tuple.to_list(nd.shape)
-      })
-
-    case call(array, "array.write", params, nd.data, opts) do
-      {:ok, %{"bytes" => _}} -> :ok
-      {:ok, other} -> Options.unexpected(other)
-      {:error, %Error{}} = error -> error
-    end
-  end
-
-  defp to_ndarray(%NDArray{} = nd, _dtype), do: {:ok, nd}
-  defp to_ndarray(data, dtype), do: NDArray.from_nested(data, dtype)
-
-  defp chunk_key(_array, key) when is_binary(key), do: {:ok, key}
-  defp chunk_key(array, [_ | _] = key), do: chunk_key(array, text_chunk_key!(key))
-
-  defp chunk_key(%__MODULE__{metadata: meta}, coords) when is_tuple(coords) do
-    rank = tuple_size(meta.shape)
-
-    cond do
-      tuple_size(coords) != rank ->
-        {:error,
-         %Error{
-           code: :invalid_selection,
-           message:
-             "chunk coordinates #{inspect(coords)} have rank #{tuple_size(coords)}, " <>
-               "the array has rank #{rank}",
-           details: %{coords: coords, rank: rank}
-         }}
-
-      not Enum.all?(Tuple.to_list(coords), &(is_integer(&1) and &1 >= 0)) ->
-        raise ArgumentError,
-              "chunk coordinates must be non-negative integers, got: #{inspect(coords)}"
-
-      true ->
-        {:ok, Metadata.chunk_key(meta, coords)}
-    end
-  end
-
-  defp chunk_key(_array, other),
-    do:
-      raise(
-        ArgumentError,
-        "a chunk is a key string or a coordinates tuple, got: #{inspect(other)}"
-      )
-
-  defp text_chunk_key!(key) do
-    case Options.text(key) do
-      text when is_binary(text) ->
-        text
-
-      _ ->
-        raise ArgumentError,
-              "a chunk is a key string or a coordinates tuple, got: #{inspect(key)}"
-    end
-  end
-
-  defp shape!(shape, name) when is_tuple(shape) do
-    list = Tuple.to_list(shape)
-
-    if Enum.all?(list, &(is_integer(&1) and &1 >= 0)),
-      do: list,
-      else:
-        raise(
-          ArgumentError,
-          "#{name} must be a tuple of non-negative integers, got: #{inspect(shape)}"
-        )
-  end
-
-  defp shape!(other, name),
-    do:
-      raise(
-        ArgumentError,
-        "#{name} must be a tuple of non-negative integers, got: #{inspect(other)}"
-      )
-
-  # Writes go with mode "r+" unless the array was opened read-only: the
-  # sidecar then answers `read_only`. (Re-sending "w" would re-create it.)
-  defp write_mode(%__MODULE__{mode: :r}), do: "r"
-  defp write_mode(%__MODULE__{}), do: "r+"
-
-  defp base_params(array), do: %{"store" => array.store, "path" => array.node}
-
-  defp put_tuple(params, _key, nil), do: params
-  defp put_tuple(params, key, tuple), do: Map.put(params, key, Tuple.to_list(tuple))
-
-  defp put_handoff(params, false, _bytes), do: params
-  defp put_handoff(params, true, _bytes), do: Map.put(params, "handoff", true)
-
-  defp put_handoff(params, :auto, bytes) when is_integer(bytes) and bytes >= @handoff_threshold,
-    do: Map.put(params, "handoff", true)
-
-  defp put_handoff(params, :auto, _bytes), do: params
-
-  defp put_handoff(_params, other, _bytes),
-    do: raise(ArgumentError, "handoff must be a boolean, got: #{inspect(other)}")
-
-  defp upload_handoff(flag) when is_boolean(flag) or flag == :auto, do: flag
-
-  defp upload_handoff(other),
-    do: raise(ArgumentError, "handoff must be a boolean, got: #{inspect(other)}")
-
-  # The size of the result, from the snapshot; nil when it cannot be known.
-  defp expected_bytes(%Metadata{shape: shape, dtype: dtype}, start, stop, step) do
-    rank = tuple_size(shape)
-    start = start || Tuple.duplicate(0, rank)
-    stop = stop || shape
-    step = step || Tuple.duplicate(1, rank)
-
-    case Dtype.itemsize(dtype) do
-      n when is_integer(n) ->
-        [Tuple.to_list(start), Tuple.to_list(stop), Tuple.to_list(step)]
-        |> Enum.zip_with(fn [a, b, s] -> div(max(b - a, 0) + s - 1, s) end)
-        |> Enum.reduce(n, &(&1 * &2))
-
-      _ ->
-        nil
-    end
-  end
-
-  # The `key` option (:start, :stop or :step) checked against the array's
-  # shape, with its nil entries resolved: {:ok, nil} when it is not given,
-  # {:ok, tuple} or {:error, :invalid_selection}.
-  defp selection(opts, key, shape) do
-    rank = tuple_size(shape)
-
-    case Keyword.get(opts, key) do
-      nil ->
-        {:ok, nil}
-
-      tuple when is_tuple(tuple) and tuple_size(tuple) == rank ->
-        resolve(key, Tuple.to_list(tuple), Tuple.to_list(shape), 0, [])
-
-      tuple when is_tuple(tuple) ->
-        invalid_selection(
-          "#{key}: #{inspect(tuple)} has #{tuple_size(tuple)} entries, the array has rank #{rank}",
-          %{option: key, value: tuple, rank: rank}
-        )
-
-      other ->
-        invalid_selection(
-          "#{key}: expected a tuple with one entry per dimension, got: #{inspect(other)}",
-          %{option: key, value: other, rank: rank}
-        )
-    end
-  end
-
-  defp resolve(_key, [], [], _axis, acc), do: {:ok, acc |> Enum.reverse() |> List.to_tuple()}
-
-  defp resolve(key, [value | values], [extent | extents], axis, acc) do
-    case entry(key, value, extent) do
-      {:ok, resolved} ->
-        resolve(key, values, extents, axis + 1, [resolved | acc])
-
-      :error ->
-        expected =
-          if key == :step,
-            do: "a positive integer or nil",
-            else: "a non-negative integer or nil"
-
-        invalid_selection(
-          "#{key}: axis #{axis} is #{inspect(value)}, expected #{expected}",
-          %{option: key, axis: axis, value: value}
-        )
-    end
-  end
-
-  defp entry(:start, nil, _extent), do: {:ok, 0}
-  defp entry(:stop, nil, extent), do: {:ok, extent}
-  defp entry(:step, nil, _extent), do: {:ok, 1}
-  defp entry(:step, value, _extent) when is_integer(value) and value > 0, do: {:ok, value}
-  defp entry(:step, _value, _extent), do: :error
-  defp entry(_key, value, _extent) when is_integer(value) and value >= 0, do: {:ok, value}
-  defp entry(_key, _value, _extent), do: :error
-
-  defp invalid_selection(message, details),
-    do: {:error, %Error{code: :invalid_selection, message: message, details: details}}
-
-  # A write's start (the origin when not given) and stop (nil when not given).
-  defp write_selection(opts, shape) do
-    with {:ok, start} <- selection(opts, :start, shape),
-         {:ok, stop} <- selection(opts, :stop, shape) do
-      {:ok, start || Tuple.duplicate(0, tuple_size(shape)), stop}
-    end
-  end
-
-  defp check_rank(data_shape, array_shape) when tuple_size(data_shape) == tuple_size(array_shape),
-    do: :ok
-
-  defp check_rank(data_shape, array_shape) do
-    invalid_selection(
-      "the data has rank #{tuple_size(data_shape)} (shape #{inspect(data_shape)}), " <>
-        "the array has rank #{tuple_size(array_shape)}",
-      %{data_shape: data_shape, rank: tuple_size(array_shape)}
-    )
-  end
-
-  # `stop`, when given, must be exactly start + shape.
-  defp check_stop(nil, _start, _shape), do: :ok
-
-  defp check_stop(stop, start, shape) do
-    expected = sub(stop, start)
-
-    if expected == shape do
-      :ok
-    else
-      {:error,
-       %Error{
-         code: :data_size_mismatch,
-         message:
-           "the data has shape #{inspect(shape)}, the selection #{inspect(start)}..#{inspect(stop)} " <>
-             "has shape #{inspect(expected)}",
-         details: %{data_shape: shape, selection_shape: expected}
-       }}
-    end
-  end
-
-  defp binary_shape(nil, start, array_shape) do
-    if Enum.all?(Tuple.to_list(start), &(&1 == 0)) do
-      {:ok, array_shape}
-    else
-      {:error,
-       %Error{
-         code: :invalid_params,
-         message: "writing a binary at a start other than the origin needs stop:",
-         details: %{param: "stop"}
-       }}
-    end
-  end
-
-  defp binary_shape(stop, start, _array_shape) do
-    shape = sub(stop, start)
-
-    if Enum.all?(Tuple.to_list(shape), &(&1 >= 0)),
-      do: {:ok, shape},
-      else:
-        invalid_selection(
-          "stop #{inspect(stop)} is before start #{inspect(start)}",
-          %{start: start, stop: stop}
-        )
-  end
-
-  defp sub(a, b) do
-    [Tuple.to_list(a), Tuple.to_list(b)]
-    |> Enum.zip_with(fn [x, y] -> x - y end)
-    |> List.to_tuple()
-  end
-
-  defp check_dtype(%NDArray{dtype: dtype}, dtype), do: :ok
-
-  defp check_dtype(%NDArray{dtype: got}, expected) do
-    {:error,
-     %Error{
-       code: :invalid_params,
-       message: "the NDArray has dtype #{inspect(got)}, the array #{inspect(expected)}",
-       details: %{param: "data", expected: expected, got: got}
-     }}
-  end
-
-  # Fixed-size data is bytes (handed over through shared memory or uploaded
-  # as a stream when large); variable-length data travels as "values": str
-  # for :string, bin for :bytes.
-  defp call(array, method, params, data, opts) do
-    server = Keyword.get(opts, :server, array.server)
-    call_opts = Keyword.take(opts, [:timeout])
-    handoff = upload_handoff(Keyword.get(opts, :handoff, :auto))
-
-    case data do
-      nil ->
-        Sidecar.call(server, method, params, call_opts)
-
-      values when is_list(values) ->
-        wire = if array.metadata.dtype == :bytes, do: Enum.map(values, &{:bin, &1}), else: values
-        Sidecar.call(server, method, Map.put(params, "values", wire), call_opts)
-
-      data when byte_size(data) > @inline_limit or handoff == true ->
-        Sidecar.call(server, method, params, [upload: data, handoff: handoff] ++ call_opts)
-
-      data ->
-        Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)
-    end
-  end
 end

@@ -26,13 +26,15 @@ defmodule ZarrBridge.Codecs do
 
   Every function accepts `server:` (the sidecar to use, default
   `ZarrBridge.Sidecar`) and `timeout:` (milliseconds, default: the
-  sidecar's). Payloads larger than the protocol's stream frame size (256 KiB)
-  are uploaded as a stream, or, from the sidecar's handoff threshold
-  (4 MiB by default), written into a shared-memory file that the sidecar
-  reads and removes; results of any size come back as one binary. The
-  functions that take a payload or return many results also accept
-  `handoff: false`, which keeps every byte on the pipe. Unknown options
-  raise `ArgumentError`.
+  sidecar's). Payloads larger than the sidecar's stream frame size
+  (`stream_frame_bytes` in its `hello`, 256 KiB by default) are uploaded as
+  a stream, or, from the sidecar's handoff threshold (4 MiB by default),
+  written into a shared-memory file that the sidecar reads and removes;
+  results of any size come back as one binary. The functions that take a
+  payload or return many results also accept `handoff:` (`:auto` by
+  default; see "Handoff" in `ZarrBridge.Sidecar`, the one meaning of the
+  option): `false` keeps every byte on the pipe. Unknown options raise
+  `ArgumentError`.
 
   ## Errors
 
@@ -43,14 +45,18 @@ defmodule ZarrBridge.Codecs do
 
   ## Examples
 
-      {:ok, packed} = ZarrBridge.Codecs.encode({:zstd, level: 3}, data)
-      {:ok, ^data} = ZarrBridge.Codecs.decode(:zstd, packed)
-
-      ZarrBridge.Codecs.codec_available?(:blosc)
-      #=> true
+      iex> data = :binary.copy("zarr", 1000)
+      iex> {:ok, packed} = ZarrBridge.Codecs.encode({:zstd, level: 3}, data)
+      iex> byte_size(packed) < byte_size(data)
+      true
+      iex> ZarrBridge.Codecs.decode(:zstd, packed) == {:ok, data}
+      true
+      iex> ZarrBridge.Codecs.codec_available?(:blosc)
+      {:ok, true}
   """
 
   alias ZarrBridge.{CodecSpec, Dtype, Error, Options, Sidecar}
+  alias ZarrBridge.Codecs.Batch
 
   @typedoc "A codec: see the module doc."
   @type codec :: atom | String.t() | {atom, keyword} | %{optional(String.t()) => term}
@@ -72,7 +78,6 @@ defmodule ZarrBridge.Codecs do
   """
   @type pipeline_spec :: keyword | map
 
-  @inline_limit 256 * 1024
   @common [:server, :timeout]
 
   @doc """
@@ -98,40 +103,52 @@ defmodule ZarrBridge.Codecs do
   def list_codecs!(opts \\ []), do: Options.bang(list_codecs(opts))
 
   @doc """
-  Returns the atoms of the codecs that can be used: available and not
-  forbidden, in the sidecar's order. When `:bz2` is there, its alias
-  `:bzip2` follows it (as ExZarr names it).
+  The atoms of the codecs that can be used: available and not forbidden, in
+  the sidecar's order. When `:bz2` is there, its alias `:bzip2` follows it
+  (as ExZarr names it). The atoms come from the sidecar's codec registry (a
+  bounded set).
 
-  The atoms come from the sidecar's codec registry (a bounded set).
-  Raises `ZarrBridge.Error` if the sidecar cannot answer.
-
-      ZarrBridge.Codecs.available_codecs()
-      #=> [:adler32, :astype, ..., :blosc, :bz2, :bzip2, ..., :zlib, :zstd]
+      iex> {:ok, codecs} = ZarrBridge.Codecs.available_codecs()
+      iex> :zlib in codecs and :bzip2 in codecs and :pickle not in codecs
+      true
   """
-  @spec available_codecs(keyword) :: [atom]
+  @spec available_codecs(keyword) :: {:ok, [atom]} | {:error, Error.t()}
   def available_codecs(opts \\ []) do
-    opts
-    |> list_codecs!()
-    |> Enum.filter(&(&1.available and not &1.forbidden))
-    |> Enum.flat_map(fn
-      %{name: :bz2} -> [:bz2, :bzip2]
-      %{name: name} -> [name]
-    end)
+    with {:ok, codecs} <- list_codecs(opts) do
+      {:ok,
+       codecs
+       |> Enum.filter(&usable?/1)
+       |> Enum.flat_map(fn
+         %{name: :bz2} -> [:bz2, :bzip2]
+         %{name: name} -> [name]
+       end)}
+    end
   end
 
+  @doc "Like `available_codecs/1`, but returns the list, or raises `ZarrBridge.Error`."
+  @spec available_codecs!(keyword) :: [atom]
+  def available_codecs!(opts \\ []), do: Options.bang(available_codecs(opts))
+
   @doc """
-  Is `codec` (an atom such as `:zstd` or `:bzip2`, or an id string) available
-  and allowed in the sidecar? Raises `ZarrBridge.Error` if the sidecar cannot
-  answer.
+  Whether `codec` (an atom such as `:zstd` or `:bzip2`, or an id string) is
+  available and allowed in the sidecar: `{:ok, boolean}`, or the error that
+  kept the sidecar from answering.
+
+      iex> ZarrBridge.Codecs.codec_available?(:zstd)
+      {:ok, true}
+      iex> ZarrBridge.Codecs.codec_available?(:pickle)
+      {:ok, false}
   """
-  @spec codec_available?(atom | String.t(), keyword) :: boolean
+  @spec codec_available?(atom | String.t(), keyword) :: {:ok, boolean} | {:error, Error.t()}
   def codec_available?(codec, opts \\ []) when is_atom(codec) or is_binary(codec) do
     id = CodecSpec.id(codec)
 
-    opts
-    |> list_codecs!()
-    |> Enum.any?(&(&1.id == id and &1.available and not &1.forbidden))
+    with {:ok, codecs} <- list_codecs(opts) do
+      {:ok, Enum.any?(codecs, &(&1.id == id and usable?(&1)))}
+    end
   end
+
+  defp usable?(info), do: info.available and not info.forbidden
 
   @doc """
   Encodes `data` with `codec`.
@@ -207,8 +224,8 @@ defmodule ZarrBridge.Codecs do
   Decodes each binary of `items` with `codec`, spread over the sidecar's
   workers; the results are in input order. Options as for `decode/3`, and:
 
-    * `handoff:` - `true` (the default) lets the sidecar hand large results
-      (4 MiB or more in all, its `handoff_threshold`) over through one
+    * `handoff:` - `:auto` (the default) or `true` lets the sidecar hand large results
+      (its `handoff_threshold` or more in all, 4 MiB by default) over through one
       shared-memory file instead of the pipe, and large batches of items
       travel to it the same way; the results are then sub-binaries of one
       binary that this call reads (keeping one of them keeps that whole
@@ -228,12 +245,14 @@ defmodule ZarrBridge.Codecs do
   end
 
   defp batch_handoff(opts) do
-    case Keyword.pop(opts, :handoff, true) do
-      {true, opts} -> {:auto, opts}
-      {false, opts} -> {false, opts}
-      {other, _} -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
-    end
+    {handoff, opts} = Keyword.pop(opts, :handoff, :auto)
+    {handoff!(handoff), opts}
   end
+
+  defp handoff!(handoff) when is_boolean(handoff) or handoff == :auto, do: handoff
+
+  defp handoff!(other),
+    do: raise(ArgumentError, "handoff must be a boolean or :auto, got: #{inspect(other)}")
 
   @doc "Like `decode_many/3`, but raises `ZarrBridge.Error`."
   @spec decode_many!(codec, [binary], keyword) :: [binary | list]
@@ -298,130 +317,7 @@ defmodule ZarrBridge.Codecs do
 
   defp many(method, codec, items, opts, handoff, upload_handoff) do
     with {:ok, params} <- codec_params(codec, opts),
-         params = if(handoff, do: Map.put(params, "handoff", true), else: params),
-         {:ok, result} <- send_items(method, params, items, opts, upload_handoff) do
-      count = length(items)
-
-      case result do
-        %{"items" => out} when is_list(out) and length(out) == count ->
-          {:ok, Enum.map(out, &Options.plain/1)}
-
-        # A handoff: one binary holding every item, cut by "sizes".
-        %{"data" => {:bin, data}, "sizes" => sizes} when length(sizes) == count ->
-          split_items(data, sizes, result)
-
-        other ->
-          Options.unexpected(other)
-      end
-    end
-  end
-
-  # Room for each item's msgpack header, and for the rest of the request.
-  @item_overhead 9
-  @params_room 64 * 1024
-
-  # Batches that fit in one request frame travel in it; bigger ones as an
-  # upload of the items back to back, cut by "sizes" (PROTOCOL.md section
-  # 6), so no batch meets the frame limit.
-  defp send_items(method, params, items, opts, upload_handoff) do
-    sizes = Enum.map(items, &item_size/1)
-    total = Enum.sum(sizes)
-    server = Options.server(opts)
-    limits = limits(server)
-    request_limit = limits["max_request_bytes"]
-
-    cond do
-      is_integer(request_limit) and total > request_limit ->
-        batch_limit_error(
-          {:error,
-           %Error{code: :too_large, message: "", details: %{bytes: total, limit: request_limit}}},
-          length(items),
-          total
-        )
-
-      total + @item_overhead * length(sizes) + @params_room <= frame_limit(limits) ->
-        params = Map.put(params, "items", Enum.map(items, &{:bin, &1}))
-
-        case Sidecar.call(server, method, params, Options.call_opts(opts)) do
-          # Not sent at all (the client's :max_frame_bytes is smaller): upload them.
-          {:error, %Error{code: :frame_too_large}} ->
-            upload_items(method, params, items, sizes, opts, upload_handoff)
-
-          result ->
-            result
-        end
-
-      true ->
-        upload_items(method, params, items, sizes, opts, upload_handoff)
-    end
-  end
-
-  # The limits the sidecar announced in hello (%{} when it cannot be asked).
-  defp limits(server) do
-    case Sidecar.info(server) do
-      {:ok, %{"limits" => %{} = limits}} -> limits
-      _ -> %{}
-    end
-  catch
-    :exit, _ -> %{}
-  end
-
-  defp frame_limit(%{"max_frame_bytes" => n}) when is_integer(n) and n > 0, do: n
-  defp frame_limit(_limits), do: @inline_limit
-
-  defp upload_items(method, params, items, sizes, opts, upload_handoff) do
-    params = params |> Map.delete("items") |> Map.put("sizes", sizes)
-    call_opts = [upload: items, handoff: upload_handoff] ++ Options.call_opts(opts)
-
-    opts
-    |> Options.server()
-    |> Sidecar.call(method, params, call_opts)
-    |> batch_limit_error(length(items), Enum.sum(sizes))
-  end
-
-  defp item_size(item) when is_binary(item), do: byte_size(item)
-
-  defp item_size(item) when is_list(item) do
-    IO.iodata_length(item)
-  rescue
-    ArgumentError -> raise ArgumentError, "each item must be a binary or iodata"
-  end
-
-  defp item_size(item),
-    do: raise(ArgumentError, "each item must be a binary or iodata, got: #{inspect(item)}")
-
-  defp batch_limit_error(
-         {:error, %Error{code: :too_large, details: %{limit: limit}} = e},
-         n,
-         total
-       )
-       when is_integer(limit) and total > limit do
-    {:error,
-     %{
-       e
-       | message:
-           "a batch of #{n} items holding #{total} bytes is over the sidecar's " <>
-             "max_request_bytes of #{limit}: split it into batches of at most #{limit} " <>
-             "bytes, or start the sidecar with a larger :max_request_bytes"
-     }}
-  end
-
-  defp batch_limit_error(other, _n, _total), do: other
-
-  # Sub-binaries of `data`: no copies.
-  defp split_items(data, sizes, result) do
-    {items, rest} =
-      Enum.map_reduce(sizes, 0, fn
-        size, offset
-        when is_integer(size) and size >= 0 and offset >= 0 and
-               offset + size <= byte_size(data) ->
-          {binary_part(data, offset, size), offset + size}
-
-        _size, _offset ->
-          {nil, -1}
-      end)
-
-    if rest == byte_size(data), do: {:ok, items}, else: Options.unexpected(result)
+         do: Batch.run(method, params, items, opts, handoff, upload_handoff)
   end
 
   defp codec_params(codec, opts) do
@@ -537,18 +433,9 @@ defmodule ZarrBridge.Codecs do
       match?({:values, list} when is_list(list), data) ->
         Sidecar.call(server, method, Map.put(params, "values", elem(data, 1)), call_opts)
 
-      IO.iodata_length(data) > @inline_limit ->
-        handoff =
-          case Keyword.get(opts, :handoff, true) do
-            true -> :auto
-            false -> false
-            other -> raise ArgumentError, "handoff must be a boolean, got: #{inspect(other)}"
-          end
-
-        Sidecar.call(server, method, params, [upload: data, handoff: handoff] ++ call_opts)
-
       true ->
-        Sidecar.call(server, method, Map.put(params, "data", {:bin, data}), call_opts)
+        handoff = handoff!(Keyword.get(opts, :handoff, :auto))
+        Sidecar.call(server, method, params, [data: data, handoff: handoff] ++ call_opts)
     end
   end
 

@@ -5,31 +5,9 @@ defmodule ZarrBridge.Dtype do
 
   alias ZarrBridge.Error
 
-  @type base_unit :: :Y | :M | :W | :D | :h | :m | :s | :ms | :us | :ns | :ps | :fs | :as
-  @type unit :: base_unit | {pos_integer, base_unit}
-
-  @type t ::
-          :bool
-          | :int8
-          | :int16
-          | :int32
-          | :int64
-          | :uint8
-          | :uint16
-          | :uint32
-          | :uint64
-          | :float16
-          | :float32
-          | :float64
-          | :complex64
-          | :complex128
-          | {:datetime64, unit}
-          | {:timedelta64, unit}
-          | {:fixed_bytes, pos_integer}
-          | {:fixed_unicode, pos_integer}
-          | :string
-          | :bytes
-          | [{String.t(), t}]
+  @type base_unit :: ZarrBridge.NDArray.time_base_unit()
+  @type unit :: ZarrBridge.NDArray.time_unit()
+  @type t :: ZarrBridge.NDArray.dtype()
 
   @type wire :: String.t() | [[String.t() | wire]]
 

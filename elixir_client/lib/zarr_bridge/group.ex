@@ -2,18 +2,19 @@ defmodule ZarrBridge.Group do
   @moduledoc """
   A Zarr group (v2 or v3): a node that holds arrays and other groups.
 
-      {:ok, root} = ZarrBridge.Group.create(storage: :zip, path: "/data/results.zip")
-      {:ok, array} = ZarrBridge.Group.create_array(root, "scores", shape: {100}, dtype: :float32)
-      {:ok, labels} = ZarrBridge.Group.create_group(root, "labels")
-      {:ok, [{"labels", :group}, {"scores", :array}]} = ZarrBridge.Group.members(root)
+      iex> path = Path.join(ZarrBridge.Test.DocFiles.dir(), "results.zip")
+      iex> {:ok, root} = ZarrBridge.Group.create(storage: :zip, path: path)
+      iex> {:ok, _scores} = ZarrBridge.Group.create_array(root, "scores", shape: {100}, dtype: :float32)
+      iex> {:ok, labels} = ZarrBridge.Group.create_group(root, "labels")
+      iex> {:ok, _names} = ZarrBridge.Group.create_array(labels, "names", shape: {200}, dtype: :string)
+      iex> ZarrBridge.Group.members(root)
+      {:ok, [{"labels", :group}, {"scores", :array}]}
+      iex> {:ok, root} = ZarrBridge.Group.open(storage: :zip, path: path, mode: :r)
+      iex> {:ok, tree} = ZarrBridge.Group.tree(root)
+      iex> String.split(tree, "\\n", trim: true)
+      ["/", "├── labels", "│   └── names (200,) string", "└── scores (100,) float32"]
 
-      {:ok, root} = ZarrBridge.Group.open(storage: :zip, path: "/data/archive.zip", mode: :r)
-      {:ok, tree} = ZarrBridge.Group.tree(root)
-      IO.puts(tree)
-      # /
-      # ├── labels
-      # │   └── names (200,) string
-      # └── measurements (200, 100) float64
+  (`IO.puts(tree)` prints that tree.)
 
   Like `ZarrBridge.Array`, the struct is a handle plus a snapshot: the
   fields `storage`, `path`, `node` (the group's path inside the store, `""`
@@ -130,7 +131,7 @@ defmodule ZarrBridge.Group do
   def create_array(%__MODULE__{} = group, name, opts) when is_list(opts) do
     refuse_where!(opts)
     opts = Keyword.put_new(opts, :zarr_version, group.zarr_format || 3)
-    ZarrBridge.create(member_opts(group, name, opts))
+    Array.Open.create(member_opts(group, name, opts))
   end
 
   @doc "Like `create_array/3`, but raises `ZarrBridge.Error`."
@@ -162,7 +163,7 @@ defmodule ZarrBridge.Group do
   def open_array(%__MODULE__{} = group, name, opts \\ []) when is_list(opts) do
     Options.check!(opts, [:mode | @common])
     opts = Keyword.put_new(opts, :mode, member_mode(group))
-    ZarrBridge.open(member_opts(group, name, opts))
+    Array.Open.open(member_opts(group, name, opts))
   end
 
   @doc "Like `open_array/3`, but raises `ZarrBridge.Error`."

@@ -58,7 +58,7 @@ defmodule ZarrBridge.Metadata do
           zarr_format: 2 | 3,
           shape: tuple,
           chunks: tuple,
-          dtype: Dtype.t(),
+          dtype: NDArray.dtype(),
           compressor: atom | nil,
           compressor_config: keyword,
           filters: [{atom, keyword}] | nil,
@@ -143,7 +143,7 @@ defmodule ZarrBridge.Metadata do
   msgpack bin, and a structured record (a map of field values) as its packed
   little-endian record bytes (bin).
   """
-  @spec fill_value_to_wire(term, Dtype.t()) :: {:ok, term} | {:error, Error.t()}
+  @spec fill_value_to_wire(term, NDArray.dtype()) :: {:ok, term} | {:error, Error.t()}
   def fill_value_to_wire(value, dtype) do
     {:ok, to_wire(value, dtype)}
   catch
@@ -203,7 +203,7 @@ defmodule ZarrBridge.Metadata do
 
   @doc false
   # A wire element (fill value) as the Elixir element of `dtype`.
-  @spec fill_value(term, Dtype.t()) :: term
+  @spec fill_value(term, NDArray.dtype()) :: term
   def fill_value([re, im], dtype) when dtype in [:complex64, :complex128], do: {re, im}
 
   def fill_value({:bin, record}, [_ | _] = fields) do

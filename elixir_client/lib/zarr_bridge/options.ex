@@ -40,18 +40,7 @@ defmodule ZarrBridge.Options do
   charlists for paths, names, modes and keys.
   """
   @spec text(term) :: term
-  def text(list) when is_list(list) and list != [] do
-    if Enum.all?(list, &is_integer/1) do
-      case :unicode.characters_to_binary(list) do
-        text when is_binary(text) -> text
-        _invalid -> list
-      end
-    else
-      list
-    end
-  end
-
-  def text(other), do: other
+  defdelegate text(term), to: ZarrBridge.Options.Schema
 
   @doc """
   `{storage, path, store}` from `storage:` (default `:filesystem`) and

@@ -5,6 +5,8 @@ defmodule ZarrBridge.ArrayTest do
   # exactly.
   use ExUnit.Case, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Array, Error, Metadata, NDArray}
   alias ZarrBridge.Test.Python
 
@@ -123,7 +125,7 @@ defmodule ZarrBridge.ArrayTest do
   """
 
   test "arrays written by zarr-python read back exactly in Elixir" do
-    dir = tmp_dir()
+    dir = tmp_dir("array")
     cases = matrix(0)
 
     py_cases =
@@ -198,7 +200,7 @@ defmodule ZarrBridge.ArrayTest do
   """
 
   test "arrays written by Elixir read back exactly in zarr-python" do
-    dir = tmp_dir()
+    dir = tmp_dir("array")
     cases = matrix(5)
 
     for {c, i} <- Enum.with_index(cases) do
@@ -277,7 +279,7 @@ defmodule ZarrBridge.ArrayTest do
   # The seed's two flows, as written in the guide (ExZarr renamed).
 
   test "the seed's Python-to-Elixir flow" do
-    dir = tmp_dir()
+    dir = tmp_dir("array")
     path = Path.join(dir, "measurements")
 
     Python.run!(
@@ -322,7 +324,7 @@ defmodule ZarrBridge.ArrayTest do
   end
 
   test "the seed's Elixir-to-Python flow" do
-    dir = tmp_dir()
+    dir = tmp_dir("array")
     path = Path.join(dir, "results")
 
     {:ok, array} =
@@ -377,7 +379,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "create" do
     test "the default compressor is zarr-python's: zstd level 0, in both formats" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       for format <- [2, 3] do
         path = Path.join(dir, "default-v#{format}")
@@ -410,7 +412,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "fill_value, order, dimension_separator, filters (v2) read by zarr-python" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "v2")
 
       {:ok, array} =
@@ -461,7 +463,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "v3 options: shards, dimension names, separator, codecs, NaN fill" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       sharded = Path.join(dir, "sharded")
 
       {:ok, array} =
@@ -525,7 +527,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "modes: w- refuses, w overwrites, a opens or creates, r/r+ open" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "modes")
       opts = [path: path, shape: {3}, dtype: :int8, chunks: {3}]
 
@@ -550,7 +552,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "option errors raise ArgumentError" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       base = [path: Path.join(dir, "x"), shape: {2}, dtype: :int8]
 
       for bad <- [
@@ -580,7 +582,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "relative paths are expanded against the current directory" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       # a relative path to `dir` from the current directory (which the test
       # must not change: other tests run at the same time)
       up = File.cwd!() |> Path.split() |> tl() |> Enum.map(fn _ -> ".." end)
@@ -600,7 +602,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "read and write" do
     test "large arrays: upload streams, handoff on and off" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "big")
 
       {:ok, array} =
@@ -641,7 +643,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "write with a binary: stop gives the shape, or the binary fills the array" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       {:ok, array} =
         ZarrBridge.create(path: Path.join(dir, "b"), shape: {4, 4}, chunks: {3, 3}, dtype: :uint8)
@@ -670,7 +672,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "more dtypes than the seed: float16, complex, datetime64, timedelta64" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       cases = [
         {:float16, [1.5, :nan, :infinity, -0.5], "float16"},
@@ -718,7 +720,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "a big-endian array written by zarr-python reads as little-endian values" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "be")
 
       Python.run!(
@@ -736,7 +738,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "attributes: put replaces, update merges, the struct is a snapshot" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "attrs")
 
       {:ok, array} =
@@ -776,7 +778,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "errors" do
     test ":not_found" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       assert {:error, %Error{code: :not_found}} = ZarrBridge.open(path: Path.join(dir, "missing"))
       assert {:error, %Error{code: :not_found}} = ZarrBridge.open(path: dir)
       assert_raise Error, fn -> ZarrBridge.open!(path: dir) end
@@ -789,7 +791,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":unsupported_dtype" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       assert {:error, %Error{code: :unsupported_dtype}} =
                ZarrBridge.create(path: Path.join(dir, "a"), shape: {2}, dtype: :int128)
@@ -807,7 +809,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":codec_unavailable" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       assert {:error, %Error{code: :codec_unavailable}} =
                ZarrBridge.create(
@@ -834,7 +836,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":invalid_codec_config" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       assert {:error, %Error{code: :invalid_codec_config}} =
                ZarrBridge.create(
@@ -854,7 +856,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":invalid_selection" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       {:ok, array} =
         ZarrBridge.create(path: Path.join(dir, "s"), shape: {4, 5}, chunks: {2, 2}, dtype: :int16)
@@ -879,7 +881,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":data_size_mismatch" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       {:ok, array} = ZarrBridge.create(path: Path.join(dir, "d"), shape: {4, 4}, dtype: :int32)
 
       assert {:error, %Error{code: :data_size_mismatch}} =
@@ -893,7 +895,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":read_only" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "ro")
       {:ok, _} = ZarrBridge.create(path: path, shape: {2}, dtype: :int8)
       {:ok, array} = ZarrBridge.open(path: path, mode: :r)
@@ -907,7 +909,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test ":already_exists" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "e")
       {:ok, _} = ZarrBridge.create(path: path, shape: {2}, dtype: :int8)
 
@@ -918,7 +920,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "bang variants and a sidecar that is not there" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       array = ZarrBridge.create!(path: Path.join(dir, "bang"), shape: {2}, dtype: :int8)
       assert :ok = Array.set_slice!(array, {5, 6})
       assert Array.get_slice!(array) == {5, 6}
@@ -940,7 +942,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "resize and append" do
     test "resize grows and shrinks in both formats, and zarr-python agrees" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       for format <- [2, 3] do
         path = Path.join(dir, "resize-v#{format}")
@@ -983,7 +985,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "append along either axis, from NDArray or nested data, strings too" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       for format <- [2, 3] do
         path = Path.join(dir, "append-v#{format}")
@@ -1050,7 +1052,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "a read-only array cannot be resized or appended to" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "ro")
       {:ok, _} = ZarrBridge.create(path: path, shape: {2}, dtype: :int8)
       {:ok, ro} = ZarrBridge.open(path: path, mode: :r)
@@ -1065,7 +1067,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "raw chunks" do
     test "keys by every chunk key encoding; coordinates name the same chunk" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       # {format, create options, expected keys of a 4×4 array in 2×2 chunks}
       encodings = [
@@ -1118,7 +1120,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "missing chunks, fill-only chunks, bad coordinates and keys that are not chunks" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       {:ok, a} =
         ZarrBridge.create(path: Path.join(dir, "m"), shape: {6}, chunks: {2}, dtype: :int8)
@@ -1157,7 +1159,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "sharded arrays: keys are shards, partially written, inner chunks missing" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       path = Path.join(dir, "sharded")
 
       {:ok, a} =
@@ -1182,7 +1184,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "selection steps" do
     test "get_slice and read take step: with start and stop" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       for format <- [2, 3] do
         {:ok, a} =
@@ -1215,7 +1217,7 @@ defmodule ZarrBridge.ArrayTest do
 
   describe "every dtype" do
     test "variable-length strings and bytes: lists of binaries, both formats, zarr-python agrees" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       strings = ["", "a", "日本語", "😀 emoji", String.duplicate("x", 300), "tab\tnew\nline"]
       bytes = ["", <<0>>, <<255, 0, 1>>, "plain", :binary.copy(<<7>>, 1000), <<0, 0>>]
@@ -1274,7 +1276,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "structured dtypes: records as maps, both formats, zarr-python agrees" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
       dtype = [{"id", :int32}, {"x", :float64}, {"tag", {:fixed_bytes, 3}}, {"c", :complex64}]
 
       records = [
@@ -1318,7 +1320,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "fixed-size bytes and unicode, fill values of every kind" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       cases = [
         {{:fixed_bytes, 4}, ["ab", "", "abcd", <<0, 1>>], "zz"},
@@ -1357,7 +1359,7 @@ defmodule ZarrBridge.ArrayTest do
     end
 
     test "every spelling real writers produce: <u1 (tensorstore), big-endian, order F" do
-      dir = tmp_dir()
+      dir = tmp_dir("array")
 
       Python.run!(
         Python.prelude() <>
@@ -1431,17 +1433,10 @@ defmodule ZarrBridge.ArrayTest do
   # ------------------------------------------------------------------
   # helpers
 
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-array-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
-
   # A handed-over result ("read" segment) of the default sidecar that the
   # client did not unlink. (Its workers' own buffers live as long as it.)
   defp leaked_by_us?(path) do
-    case ZarrBridge.Sidecar.os_pid(ZarrBridge.Sidecar) do
+    case ZarrBridge.Sidecar.os_pid!(ZarrBridge.Sidecar) do
       nil -> false
       pid -> String.starts_with?(Path.basename(path), "pybridge-#{pid}-read-")
     end

@@ -4,6 +4,8 @@ defmodule ZarrBridge.CodecConfigsTest do
   # every place a codec goes, and agree with numcodecs and zarr-python run
   # in a separate Python process. Also: batches of any size.
   use ExUnit.Case, async: false
+
+  import ZarrBridge.Test.TmpDir
   import ZarrBridge.Test.SidecarCase
 
   alias ZarrBridge.{Array, Codecs, Error, NDArray}
@@ -20,15 +22,6 @@ defmodule ZarrBridge.CodecConfigsTest do
     {:zstd, level: 100}
   ]
   @filters [{:shuffle, elementsize: 0}]
-
-  defp tmp_dir do
-    dir =
-      Path.join(System.tmp_dir!(), "zb-cfg-#{System.pid()}-#{System.unique_integer([:positive])}")
-
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   defp data(n \\ 5000), do: NDArray.from_list!(for(i <- 1..n, do: i * 0.25 - 7), {n}, :float64)
 
@@ -64,7 +57,7 @@ defmodule ZarrBridge.CodecConfigsTest do
   defp no_mtime(other), do: other
 
   test "Codecs.encode/decode take the configs and agree with numcodecs" do
-    dir = tmp_dir()
+    dir = tmp_dir("cfg")
     nd = data()
     codecs = @compressors ++ @filters
     expected = numcodecs_encoded(dir, nd.data, codecs)
@@ -98,7 +91,7 @@ defmodule ZarrBridge.CodecConfigsTest do
   end
 
   test "ZarrBridge.create + write + read, and zarr-python reads the result" do
-    dir = tmp_dir()
+    dir = tmp_dir("cfg")
     nd = data(3000)
 
     names =
@@ -139,7 +132,7 @@ defmodule ZarrBridge.CodecConfigsTest do
   end
 
   test "arrays zarr-python wrote with these settings read from Elixir" do
-    dir = tmp_dir()
+    dir = tmp_dir("cfg")
 
     script = """
     import sys, numpy as np, zarr, numcodecs
@@ -185,7 +178,7 @@ defmodule ZarrBridge.CodecConfigsTest do
              Codecs.encode({:zlib, level: "9"}, data().data)
 
     # at create too, rather than an array no write could ever fill
-    dir = tmp_dir()
+    dir = tmp_dir("cfg")
 
     for {compressor, format} <- [{{:zlib, level: 42}, 2}, {{:blosc, clevel: 10}, 3}] do
       assert {:error, %Error{code: :invalid_codec_config, message: message}} =
@@ -236,7 +229,7 @@ defmodule ZarrBridge.CodecConfigsTest do
   end
 
   test "decode_many and encode_many take a 100 MiB batch, with and without the handoff" do
-    dir = tmp_dir()
+    dir = tmp_dir("cfg")
     {raws, encs} = big_batch(dir)
     assert Enum.sum(Enum.map(raws, &byte_size/1)) == 100 * 1024 * 1024
 

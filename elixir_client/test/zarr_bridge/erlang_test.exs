@@ -4,20 +4,15 @@ defmodule ZarrBridge.ErlangTest do
   # the application, opens an array written by zarr-python and reads it.
   use ExUnit.Case, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Array, Group, NDArray}
   alias ZarrBridge.Test.Python
 
   @moduletag timeout: 120_000
 
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-erlang-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
-
   test "charlists as paths, nodes, names, modes, dtypes, dimension names and attribute keys" do
-    dir = tmp_dir()
+    dir = tmp_dir("erlang")
     path = String.to_charlist(Path.join(dir, "h.zarr"))
 
     # Called the way Erlang code calls it: module atom, proplists, charlists.
@@ -89,7 +84,7 @@ defmodule ZarrBridge.ErlangTest do
   end
 
   test "an Erlang shell session: start the application, open an array, read it" do
-    dir = tmp_dir()
+    dir = tmp_dir("erlang")
     array = Path.join(dir, "demo.zarr")
 
     Python.run!(

@@ -5,15 +5,8 @@ defmodule ZarrBridge.ErrorTest do
 
   doctest ZarrBridge.Error
 
-  describe "the closed set of codes" do
-    test "every code is documented in the moduledoc" do
-      {:docs_v1, _, _, _, %{"en" => moduledoc}, _, _} = Code.fetch_docs(Error)
-
-      for code <- Error.codes() do
-        assert moduledoc =~ "`#{inspect(code)}`"
-      end
-    end
-  end
+  # The closed set of codes is checked against protocol/contract.json in
+  # contract_test.exs.
 
   describe "from_wire/1" do
     test "maps every wire code to its atom" do

@@ -3,6 +3,8 @@ defmodule ZarrBridge.GroupTest do
   # process checking what Elixir built and building what Elixir opens.
   use ExUnit.Case, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Array, Error, Group, NDArray}
   alias ZarrBridge.Test.Python
 
@@ -19,7 +21,7 @@ defmodule ZarrBridge.GroupTest do
     do: [storage: :memory, path: "group-test-#{format}-#{System.unique_integer([:positive])}"]
 
   test "create, nest, list, walk and open by path, in every storage and both formats" do
-    dir = tmp_dir()
+    dir = tmp_dir("group")
 
     for storage <- [:filesystem, :zip, :memory], format <- [2, 3] do
       label = "#{storage} v#{format}"
@@ -92,7 +94,7 @@ defmodule ZarrBridge.GroupTest do
   end
 
   test "attributes: get, put replaces, update merges; the struct keeps its snapshot" do
-    dir = tmp_dir()
+    dir = tmp_dir("group")
 
     for storage <- [:filesystem, :zip, :memory] do
       {:ok, g} = Group.create(location(storage, dir, 3) ++ [attributes: %{"a" => 1}])
@@ -115,7 +117,7 @@ defmodule ZarrBridge.GroupTest do
   end
 
   test "zarr-python sees the hierarchy Elixir built, and Elixir the one zarr-python built" do
-    dir = tmp_dir()
+    dir = tmp_dir("group")
 
     for storage <- [:filesystem, :zip], format <- [2, 3] do
       where = location(storage, dir, format)
@@ -200,7 +202,7 @@ defmodule ZarrBridge.GroupTest do
   end
 
   test "consolidated metadata: Elixir consolidates, both sides open through it" do
-    dir = tmp_dir()
+    dir = tmp_dir("group")
 
     for storage <- [:filesystem, :zip, :memory], format <- [2, 3] do
       where = location(storage, dir, format)
@@ -234,7 +236,7 @@ defmodule ZarrBridge.GroupTest do
   end
 
   test "zarr-python's consolidated metadata is used, v2 .zmetadata and v3 inline" do
-    dir = tmp_dir()
+    dir = tmp_dir("group")
 
     Python.run!(
       Python.prelude() <>
@@ -268,7 +270,7 @@ defmodule ZarrBridge.GroupTest do
   end
 
   test "errors" do
-    dir = tmp_dir()
+    dir = tmp_dir("group")
     where = [path: Path.join(dir, "g")]
     {:ok, g} = Group.create(where)
     {:ok, _} = Group.create_array(g, "arr", shape: {2}, dtype: :int8)
@@ -321,11 +323,4 @@ defmodule ZarrBridge.GroupTest do
 
   defp location_of(%Group{storage: storage, path: path, node: node}),
     do: [storage: storage, path: path, node: node]
-
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-group-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 end

@@ -2,19 +2,14 @@ defmodule ZarrBridge.InstallTest do
   # Not async: one test changes pip's environment variables.
   use ExUnit.Case, async: false
 
+  import ZarrBridge.Test.TmpDir
+
   import ExUnit.CaptureIO
 
   alias Mix.Tasks.Compile.ZarrBridgePython
   alias Mix.Tasks.ZarrBridge.Install
 
   @repo Path.expand("../../..", __DIR__)
-
-  defp tmp_dir(name) do
-    dir = Path.join(System.tmp_dir!(), "zb-#{name}-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   describe "the Python source in priv/python" do
     test "is the repository's pybridge, pyproject.toml and constraints.txt, kept in sync" do

@@ -26,6 +26,8 @@ defmodule ZarrBridge.InteropMatrixTest do
   # directions, so dropping a case fails.
   use ExUnit.Case, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Array, Codecs, Dtype, Group, NDArray}
   alias ZarrBridge.Test.Python
 
@@ -606,7 +608,7 @@ defmodule ZarrBridge.InteropMatrixTest do
   """
 
   test "zarr-python writes, Elixir reads: metadata, data, stepped reads and raw chunks" do
-    dir = tmp_dir()
+    dir = tmp_dir("matrix")
     cases = cases(:py_to_ex)
     containers = containers(dir, :py_to_ex)
 
@@ -762,7 +764,7 @@ defmodule ZarrBridge.InteropMatrixTest do
   """
 
   test "Elixir writes, zarr-python and tensorstore read the same values" do
-    dir = tmp_dir()
+    dir = tmp_dir("matrix")
     cases = cases(:ex_to_py)
     containers = containers(dir, :ex_to_py)
 
@@ -993,7 +995,7 @@ defmodule ZarrBridge.InteropMatrixTest do
   """
 
   test "object codecs zarr-python cannot put in an array go both ways through ZarrBridge.Codecs" do
-    dir = tmp_dir()
+    dir = tmp_dir("matrix")
     pickle_sidecar = ZarrBridge.Test.SidecarCase.start_sidecar(allow_pickle: true)
 
     # {id, config, values, dtype (fixed-size) or nil, server}
@@ -1147,13 +1149,6 @@ defmodule ZarrBridge.InteropMatrixTest do
     do: flunk("#{what}: #{e.code}: #{String.slice(e.message, 0, 300)}")
 
   defp ok!(other, what), do: flunk("#{what}: #{inspect(other, limit: 8)}")
-
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-matrix-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   defp sha256(bytes), do: :crypto.hash(:sha256, bytes) |> Base.encode16(case: :lower)
 

@@ -2,16 +2,11 @@ defmodule ZarrBridge.LauncherTest do
   # Not async: these tests start sidecars and BEAMs, and the machine has two cores.
   use ZarrBridge.Test.SidecarCase, async: false
 
+  import ZarrBridge.Test.TmpDir
+
   import ExUnit.CaptureLog
 
   alias ZarrBridge.Sidecar.Launcher
-
-  defp tmp_dir(name) do
-    dir = Path.join(System.tmp_dir!(), "zb-#{name}-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   describe "resolving the sidecar's Python at run time" do
     test "this checkout's .venv is found, and the sidecar runs with -P" do

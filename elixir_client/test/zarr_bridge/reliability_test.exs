@@ -9,6 +9,8 @@ defmodule ZarrBridge.ReliabilityTest do
   # Not async: these tests kill processes and load the two cores.
   use ZarrBridge.Test.SidecarCase, async: false
 
+  import ZarrBridge.Test.TmpDir
+
   import ExUnit.CaptureLog
 
   alias ZarrBridge.Test.Python
@@ -20,13 +22,6 @@ defmodule ZarrBridge.ReliabilityTest do
   ## content fills chunk k with the value g * 1000 + k.
 
   defp fs(dir), do: %{"kind" => "filesystem", "path" => dir}
-
-  defp tmp_dir(tag) do
-    dir = Path.join(System.tmp_dir!(), "zb-#{tag}-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   defp create_banded!(pid, dir, rows, cols, band, compressor) do
     params = %{
@@ -155,14 +150,14 @@ defmodule ZarrBridge.ReliabilityTest do
       create_banded!(pid, dir, rows, cols, band, %{"id" => "zlib", "level" => 1})
       old = generation(rows, cols, band, 1)
       assert {:ok, _} = write_all(pid, dir, rows, cols, old)
-      old_os_pid = Sidecar.os_pid(pid)
+      old_os_pid = Sidecar.os_pid!(pid)
 
       readers = for _ <- 1..4, do: Task.async(fn -> read_all(pid, dir) end)
 
       # Kill once stream frames of the 16 MiB results are arriving.
       assert eventually(
                fn ->
-                 :sys.get_state(pid).pending
+                 elem(:sys.get_state(pid), 1).pending
                  |> Map.values()
                  |> Enum.any?(fn {_ref, _pieces, frames, _bytes} -> frames > 2 end)
                end,
@@ -177,7 +172,7 @@ defmodule ZarrBridge.ReliabilityTest do
       end
 
       assert {:ok, %{"data" => {:bin, data}}} = read_all(pid, dir)
-      assert Sidecar.os_pid(pid) != old_os_pid
+      assert Sidecar.os_pid!(pid) != old_os_pid
       assert chunk_generations(data, rows, cols, band, [1]) |> Enum.uniq() == [1]
       assert data == IO.iodata_to_binary(old)
     end
@@ -199,7 +194,7 @@ defmodule ZarrBridge.ReliabilityTest do
       seen =
         for gen <- 2..3, reduce: %{killed: 0, mixed: 0} do
           acc ->
-            os_pid = Sidecar.os_pid(pid)
+            os_pid = Sidecar.os_pid!(pid)
 
             writer =
               Task.async(fn ->
@@ -247,7 +242,7 @@ defmodule ZarrBridge.ReliabilityTest do
     @tag timeout: 180_000
     test "only its request fails, with :worker_crashed; the others succeed; the pool heals" do
       pid = start_sidecar(workers: 2)
-      os_pid = Sidecar.os_pid(pid)
+      os_pid = Sidecar.os_pid!(pid)
       before = wait_workers(os_pid, 2)
       assert before, "the pool did not start"
 
@@ -314,7 +309,7 @@ defmodule ZarrBridge.ReliabilityTest do
       end
 
       # the same sidecar, and the pool is back to two workers, one of them new
-      assert Sidecar.os_pid(pid) == os_pid
+      assert Sidecar.os_pid!(pid) == os_pid
       now = wait_workers(os_pid, 2)
       assert now, "the pool did not get back to 2 workers"
       assert busy not in now and Enum.any?(now, &(&1 not in before))
@@ -380,7 +375,7 @@ defmodule ZarrBridge.ReliabilityTest do
         end)
       end
       receive do
-        :going -> IO.puts("SIDECAR_OS_PID=\#{ZarrBridge.Sidecar.os_pid(pid)}")
+        :going -> IO.puts("SIDECAR_OS_PID=\#{ZarrBridge.Sidecar.os_pid!(pid)}")
       end
       Process.sleep(:infinity)
       """)
@@ -664,7 +659,7 @@ defmodule ZarrBridge.ReliabilityTest do
       {:ok, hello} = Sidecar.info(pid)
       assert hello["limits"]["max_request_bytes"] == 3 * @mib
       assert hello["limits"]["max_in_flight"] == 77
-      cmdline = File.read!("/proc/#{Sidecar.os_pid(pid)}/cmdline") |> String.split(<<0>>)
+      cmdline = File.read!("/proc/#{Sidecar.os_pid!(pid)}/cmdline") |> String.split(<<0>>)
 
       assert ["--max-request-bytes", "3145728", "--max-in-flight", "77"] --
                cmdline == []

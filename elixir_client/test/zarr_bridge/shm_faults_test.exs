@@ -138,7 +138,7 @@ defmodule ZarrBridge.ShmFaultsTest do
       python = wrapper(dir, @fault, @setups[@fault])
       sidecar = start_sidecar(python: python, workers: 2)
       {:ok, hello} = Sidecar.info(sidecar)
-      os_pid = Sidecar.os_pid(sidecar)
+      os_pid = Sidecar.os_pid!(sidecar)
       assert hello["pid"] == os_pid
 
       status = hello["handoff"]
@@ -154,7 +154,7 @@ defmodule ZarrBridge.ShmFaultsTest do
       end
 
       round_trips(sidecar, fresh(dir, "#{@fault}"))
-      assert Sidecar.os_pid(sidecar) == os_pid
+      assert Sidecar.os_pid!(sidecar) == os_pid
       assert {:ok, %{"pid" => ^os_pid}} = Sidecar.call(sidecar, "hello", %{})
     end
   end
@@ -164,14 +164,14 @@ defmodule ZarrBridge.ShmFaultsTest do
     python = wrapper(dir, "nobody", @open_root, run)
     sidecar = start_sidecar(python: python, workers: 2)
     {:ok, hello} = Sidecar.info(sidecar)
-    os_pid = Sidecar.os_pid(sidecar)
+    os_pid = Sidecar.os_pid!(sidecar)
 
     round_trips(sidecar, fresh(dir, "nobody"))
 
     assert %{"usable" => true, "uid" => uid} = hello["handoff"]
     assert uid != 0
     refute Sidecar.handoff_usable?(hello)
-    assert Sidecar.os_pid(sidecar) == os_pid
+    assert Sidecar.os_pid!(sidecar) == os_pid
     assert Path.wildcard("/dev/shm/pybridge-#{os_pid}-up-*") == []
   end
 

@@ -21,11 +21,11 @@ defmodule ZarrBridge.SidecarTest do
         Sidecar.start_link(workers: 0)
       end
 
-      assert_raise ArgumentError, ~r/invalid :env entry/, fn ->
+      assert_raise ArgumentError, ~r/invalid value for :env/, fn ->
         Sidecar.start_link(env: [{"A", 1}])
       end
 
-      assert_raise ArgumentError, ~r/invalid :args/, fn ->
+      assert_raise ArgumentError, ~r/invalid value for :args/, fn ->
         Sidecar.start_link(args: [:verbose])
       end
 
@@ -46,15 +46,15 @@ defmodule ZarrBridge.SidecarTest do
 
       {:ok, hello} = Sidecar.info(pid)
       assert hello["workers"] == 2
-      assert hello["pid"] == Sidecar.os_pid(pid)
+      assert hello["pid"] == Sidecar.os_pid!(pid)
       assert "test_methods" in hello["capabilities"]
 
-      cmdline = File.read!("/proc/#{Sidecar.os_pid(pid)}/cmdline") |> String.split(<<0>>)
+      cmdline = File.read!("/proc/#{Sidecar.os_pid!(pid)}/cmdline") |> String.split(<<0>>)
 
       assert ["-m", "pybridge", "--workers", "2", "--allowed-root", ^root, "--allow-pickle" | _] =
                Enum.drop_while(cmdline, &(&1 != "-m"))
 
-      environ = File.read!("/proc/#{Sidecar.os_pid(pid)}/environ") |> String.split(<<0>>)
+      environ = File.read!("/proc/#{Sidecar.os_pid!(pid)}/environ") |> String.split(<<0>>)
       assert "PYTHONUNBUFFERED=1" in environ
       assert "PYBRIDGE_TEST_METHODS=1" in environ
     end
@@ -140,7 +140,7 @@ defmodule ZarrBridge.SidecarTest do
                {:ok, %{"slept_ms" => 50}}
 
       assert Sidecar.call(pid, "ping", %{}) == {:ok, %{"pong" => true}}
-      assert :sys.get_state(pid).pending == %{}
+      assert elem(:sys.get_state(pid), 1).pending == %{}
       assert Process.info(self(), :messages) == {:messages, []}
     end
 
@@ -156,12 +156,12 @@ defmodule ZarrBridge.SidecarTest do
 
     test "calls made while the sidecar starts wait for it" do
       pid = start_supervised!({Sidecar, env: [{"PYBRIDGE_TEST_METHODS", "1"}], workers: 1})
-      assert :sys.get_state(pid).phase == :starting
+      assert elem(:sys.get_state(pid), 0) == :starting
 
       tasks = for _ <- 1..5, do: Task.async(fn -> Sidecar.call(pid, "ping", %{}) end)
       assert {:ok, %{"pid" => os_pid}} = Sidecar.info(pid)
       assert Task.await_many(tasks, 30_000) == List.duplicate({:ok, %{"pong" => true}}, 5)
-      assert Sidecar.os_pid(pid) == os_pid
+      assert Sidecar.os_pid!(pid) == os_pid
     end
 
     test "call!/4 returns the result or raises the error" do
@@ -216,7 +216,7 @@ defmodule ZarrBridge.SidecarTest do
                Sidecar.call(pid, "echo", %{"data" => {:bin, random_bytes(5000)}})
 
       assert bytes > 5000
-      assert :sys.get_state(pid).pending == %{}
+      assert elem(:sys.get_state(pid), 1).pending == %{}
       assert_ping(pid)
 
       small = random_bytes(4000)
@@ -295,7 +295,7 @@ defmodule ZarrBridge.SidecarTest do
 
     test "a shared-memory handoff is read once and removed" do
       pid = start_sidecar(workers: 2)
-      os_pid = Sidecar.os_pid(pid)
+      os_pid = Sidecar.os_pid!(pid)
       dir = Path.join(System.tmp_dir!(), "zb-handoff-#{System.unique_integer([:positive])}")
       on_exit(fn -> File.rm_rf!(dir) end)
       array = %{"store" => %{"kind" => "filesystem", "path" => dir}, "path" => ""}
@@ -350,7 +350,7 @@ defmodule ZarrBridge.SidecarTest do
       assert_receive {:trace, ^pid, :receive, {:"$gen_cast", {:call, _, _, _, _}}}, 5_000
       :sys.suspend(pid)
       :erlang.trace(pid, false, [:receive])
-      assert map_size(:sys.get_state(pid).pending) == 1
+      assert map_size(elem(:sys.get_state(pid), 1).pending) == 1
 
       assert eventually(fn -> Process.info(pid, :message_queue_len) >= {:message_queue_len, 1} end)
 
@@ -378,12 +378,12 @@ defmodule ZarrBridge.SidecarTest do
     @tag :capture_log
     test "SIGKILL fails the 20 pending calls at once; the next call runs on a new sidecar" do
       pid = start_sidecar()
-      old_os_pid = Sidecar.os_pid(pid)
+      old_os_pid = Sidecar.os_pid!(pid)
 
       tasks =
         for _ <- 1..20, do: Task.async(fn -> Sidecar.call(pid, "sleep", %{"ms" => 20_000}) end)
 
-      assert eventually(fn -> map_size(:sys.get_state(pid).pending) == 20 end, 5_000)
+      assert eventually(fn -> map_size(elem(:sys.get_state(pid), 1).pending) == 20 end, 5_000)
 
       {_, 0} = System.cmd("kill", ["-KILL", Integer.to_string(old_os_pid)])
       killed_at = System.monotonic_time(:millisecond)
@@ -398,7 +398,7 @@ defmodule ZarrBridge.SidecarTest do
       assert elapsed < 1_000
       assert Sidecar.call(pid, "ping", %{}, timeout: 30_000) == {:ok, %{"pong" => true}}
 
-      new_os_pid = Sidecar.os_pid(pid)
+      new_os_pid = Sidecar.os_pid!(pid)
       assert is_integer(new_os_pid) and new_os_pid != old_os_pid
       refute os_alive?(old_os_pid)
     end
@@ -415,13 +415,17 @@ defmodule ZarrBridge.SidecarTest do
 
     test "shared-memory leftovers of a dead sidecar are removed" do
       pid = start_sidecar()
-      os_pid = Sidecar.os_pid(pid)
+      os_pid = Sidecar.os_pid!(pid)
       leftover = "/dev/shm/pybridge-#{os_pid}-leftover-test"
       File.write!(leftover, "x")
 
       capture_log(fn ->
         {_, 0} = System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
-        assert eventually(fn -> Sidecar.os_pid(pid) not in [nil, os_pid] end, 10_000)
+
+        assert eventually(
+                 fn -> match?({:ok, new} when new != os_pid, Sidecar.os_pid(pid)) end,
+                 10_000
+               )
       end)
 
       refute File.exists?(leftover)
@@ -431,7 +435,7 @@ defmodule ZarrBridge.SidecarTest do
       # Not under the test supervisor, which would restart it.
       {:ok, pid} = Sidecar.start_link(workers: 2)
       {:ok, _} = Sidecar.info(pid)
-      os_pid = Sidecar.os_pid(pid)
+      os_pid = Sidecar.os_pid!(pid)
       # The sidecar starts its fork server and workers after hello.
       tree = eventually(fn -> tree_with_workers(os_pid, 2) end, 20_000)
       assert tree, "the sidecar's workers did not start"
@@ -458,7 +462,7 @@ defmodule ZarrBridge.SidecarTest do
           assert error.message =~ "/nonexistent/python"
           assert error.message =~ "ZARR_BRIDGE_PYTHON"
           assert {:error, %Error{code: :sidecar_unavailable}} = Sidecar.info(pid)
-          assert Sidecar.os_pid(pid) == nil
+          assert {:error, %Error{code: :sidecar_unavailable}} = Sidecar.os_pid(pid)
 
           Process.sleep(3_000)
           send(self(), {:pid, pid})
@@ -496,7 +500,7 @@ defmodule ZarrBridge.SidecarTest do
           assert {:error, ^error} = Sidecar.call(pid, "ping", %{})
 
           Process.sleep(500)
-          assert Sidecar.os_pid(pid) == nil
+          assert {:error, %Error{code: :sidecar_unavailable}} = Sidecar.os_pid(pid)
           assert {:error, ^error} = Sidecar.call(pid, "ping", %{})
         end)
 
@@ -541,7 +545,7 @@ defmodule ZarrBridge.SidecarTest do
   describe "the application" do
     test "stopping it leaves no Python process of the default sidecar behind" do
       {:ok, _} = Sidecar.info(ZarrBridge.Sidecar)
-      os_pid = Sidecar.os_pid(ZarrBridge.Sidecar)
+      os_pid = Sidecar.os_pid!(ZarrBridge.Sidecar)
       tree = eventually(fn -> tree_with_workers(os_pid, 2) end, 20_000)
       assert tree, "the default sidecar's workers did not start"
 
@@ -568,7 +572,7 @@ defmodule ZarrBridge.SidecarTest do
       {:ok, _} = Application.ensure_all_started(:logger)
       {:ok, pid} = ZarrBridge.Sidecar.start_link(python: #{inspect(python)}, workers: 2)
       {:ok, _} = ZarrBridge.Sidecar.info(pid)
-      IO.puts("SIDECAR_OS_PID=\#{ZarrBridge.Sidecar.os_pid(pid)}")
+      IO.puts("SIDECAR_OS_PID=\#{ZarrBridge.Sidecar.os_pid!(pid)}")
       Process.sleep(:infinity)
       """)
 

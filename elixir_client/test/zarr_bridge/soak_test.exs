@@ -343,7 +343,7 @@ defmodule ZarrBridge.SoakTest do
         after
           wait ->
             kills =
-              case Sidecar.os_pid(pid) do
+              case Sidecar.os_pid!(pid) do
                 nil ->
                   kills
 
@@ -363,7 +363,7 @@ defmodule ZarrBridge.SoakTest do
     after
       1_000 ->
         acc =
-          with os_pid when is_integer(os_pid) <- Sidecar.os_pid(pid),
+          with os_pid when is_integer(os_pid) <- Sidecar.os_pid!(pid),
                {:ok, status} <- File.read("/proc/#{os_pid}/status"),
                [_, rss] <- Regex.run(~r/VmRSS:\s+(\d+) kB/, status),
                [_, anon] <- Regex.run(~r/RssAnon:\s+(\d+) kB/, status) do

@@ -5,17 +5,12 @@ defmodule ZarrBridge.StoreFilesTest do
   # of the same promises is in tests/test_store_files.py.
   use ZarrBridge.Test.SidecarCase, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Array, NDArray}
 
   @moduletag timeout: 120_000
   @fast 5_000
-
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-storefiles-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
-  end
 
   defp mkfifo!(path) do
     File.rm_rf!(path)
@@ -46,7 +41,7 @@ defmodule ZarrBridge.StoreFilesTest do
 
   test "a FIFO chunk and a FIFO zarr.json are store errors; the sidecar keeps serving" do
     sc = start_sidecar(workers: 2)
-    dir = tmp_dir()
+    dir = tmp_dir("storefiles")
     healthy = new_array(sc, Path.join(dir, "healthy"))
     blocked = new_array(sc, Path.join(dir, "chunk"))
     mkfifo!(Path.join([dir, "chunk", "c", "1"]))
@@ -82,7 +77,7 @@ defmodule ZarrBridge.StoreFilesTest do
 
   test "bad dims and non-Zarr containers get specific codes, not :internal" do
     sc = start_sidecar()
-    dir = tmp_dir()
+    dir = tmp_dir("storefiles")
 
     assert {:error, %Error{code: :invalid_params, details: %{"param" => "shape"}}} =
              ZarrBridge.create(

@@ -3,6 +3,8 @@ defmodule ZarrBridge.StoresTest do
   # real sidecars; zarr-python and Python's zipfile check what lands on disk.
   use ExUnit.Case, async: true
 
+  import ZarrBridge.Test.TmpDir
+
   alias ZarrBridge.{Array, Error, Group, NDArray, Sidecar}
   alias ZarrBridge.Test.{Python, SidecarCase}
 
@@ -10,7 +12,7 @@ defmodule ZarrBridge.StoresTest do
 
   describe "zip" do
     test "Elixir writes v2 and v3 hierarchies; every request leaves a valid archive; zarr-python reads" do
-      dir = tmp_dir()
+      dir = tmp_dir("stores")
 
       for format <- [2, 3] do
         zip = Path.join(dir, "out-v#{format}.zip")
@@ -65,7 +67,7 @@ defmodule ZarrBridge.StoresTest do
     end
 
     test "zarr-python's archives read in Elixir, and Elixir adds to them" do
-      dir = tmp_dir()
+      dir = tmp_dir("stores")
 
       Python.run!(
         Python.prelude() <>
@@ -113,7 +115,7 @@ defmodule ZarrBridge.StoresTest do
     end
 
     test "an archive whose entries escape is refused with :forbidden_path" do
-      dir = tmp_dir()
+      dir = tmp_dir("stores")
       zip = Path.join(dir, "evil.zip")
 
       Python.run!(
@@ -141,7 +143,7 @@ defmodule ZarrBridge.StoresTest do
     end
 
     test "concurrent writers to one archive all land" do
-      dir = tmp_dir()
+      dir = tmp_dir("stores")
       zip = Path.join(dir, "busy.zip")
       {:ok, root} = Group.create(storage: :zip, path: zip)
 
@@ -248,7 +250,7 @@ defmodule ZarrBridge.StoresTest do
 
   describe "confinement" do
     test "allowed roots confine zip files and directories, symlinks resolved" do
-      dir = tmp_dir()
+      dir = tmp_dir("stores")
       inside = Path.join(dir, "inside")
       outside = Path.join(dir, "outside")
       File.mkdir_p!(inside)
@@ -288,7 +290,7 @@ defmodule ZarrBridge.StoresTest do
   end
 
   test "raw chunks copy an array between stores, byte for byte" do
-    dir = tmp_dir()
+    dir = tmp_dir("stores")
     mem = "raw-copy-#{System.unique_integer([:positive])}"
 
     for format <- [2, 3] do
@@ -336,7 +338,7 @@ defmodule ZarrBridge.StoresTest do
   end
 
   test "the seed's archive interchange flow: archive_interchange.py, .exs, then .py again" do
-    dir = tmp_dir()
+    dir = tmp_dir("stores")
     script = Path.expand("../../../scripts/run_example.sh", __DIR__)
 
     {out_py, status} =
@@ -396,12 +398,5 @@ defmodule ZarrBridge.StoresTest do
       """,
       [path]
     ) == "None\n"
-  end
-
-  defp tmp_dir do
-    dir = Path.join(System.tmp_dir!(), "zb-stores-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    dir
   end
 end
