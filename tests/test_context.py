@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -51,3 +52,22 @@ def test_a_new_context_imports_none_of_the_state_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_way_back_is_decided_once_from_the_sidecar_limits():
+    from pybridge.rpc.call import Call
+    from pybridge.rpc.framing import FrameWriter
+
+    r, w = os.pipe()
+    try:
+        ctx = SidecarContext(Settings(workers=1, stream_frame_bytes=1000,
+                                      handoff_threshold=5000))
+        call = Call(1, "array.read", {}, ctx, FrameWriter(w))
+        assert call.way_back(1000, handoff=True) == "inline"
+        assert call.way_back(1001, handoff=True) == "stream"
+        assert call.way_back(4999, handoff=True) == "stream"
+        assert call.way_back(5000, handoff=True) == "handoff"
+        assert call.way_back(5000, handoff=False) == "stream"
+    finally:
+        os.close(r)
+        os.close(w)

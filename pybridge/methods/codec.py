@@ -242,7 +242,7 @@ def codec_decode_many(call: Call) -> dict[str, Any]:
     handoff = p["handoff"]
     if handoff:
         sizes = _decoded_sizes(p["codec"], items, p["dtype"], p["shape"])
-        if sizes is not None and sum(sizes) >= call.settings.handoff_threshold:
+        if sizes is not None and call.way_back(sum(sizes), True) == "handoff":
             try:
                 return _decode_many_handoff(call, items, sizes)
             except HandoffUnavailable:
@@ -250,7 +250,7 @@ def codec_decode_many(call: Call) -> dict[str, Any]:
     results = _run_many(call, tasks.decode, items, p["codec"], p["dtype"], p["shape"], allow)
     if handoff and not any(isinstance(r, list) for r in results):
         total = sum(memoryview(r).nbytes for r in results)
-        if total >= call.settings.handoff_threshold:
+        if call.way_back(total, True) == "handoff":
             with contextlib.suppress(HandoffUnavailable):  # else by the pipe
                 return _items_handoff(call, results, total)
     return _reply_items(call, results)

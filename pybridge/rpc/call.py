@@ -321,6 +321,19 @@ class Call:
         """The whole upload joined into one bytes object (for small uploads)."""
         return b"".join(self.upload())
 
+    def way_back(self, nbytes: int, handoff: bool) -> str:
+        """How a result of ``nbytes`` goes back, decided here for every handler:
+        ``"handoff"`` when the request allows a handoff (``handoff``) and the
+        result reaches the sidecar's ``handoff_threshold``; else ``"inline"``
+        when it fits one stream part (``stream_frame_bytes``), else
+        ``"stream"``. A handler whose handoff cannot be made
+        (``HandoffUnavailable``) asks again with ``handoff=False``.
+        """
+        settings = self.context.settings
+        if handoff and nbytes >= settings.handoff_threshold:
+            return "handoff"
+        return "inline" if nbytes <= settings.stream_frame_bytes else "stream"
+
     def payload(self) -> Any:
         """The request's input bytes, however they came: the ``data`` param,
         or the whole upload (``stream`` or ``shm``); None when it came as

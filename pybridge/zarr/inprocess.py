@@ -111,8 +111,10 @@ def _read_band(meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
 
 
 def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Sequence[int],
-               step: Sequence[int], handoff: bool, result: dict[str, Any]) -> None:
-    """Fill ``result`` with the selection's bytes: inline, streamed or handed off."""
+               step: Sequence[int], handoff: bool) -> dict[str, Any]:
+    """The selection's bytes, the way :meth:`~pybridge.rpc.call.Call.way_back`
+    picks: ``{"data": ...}`` inline, ``{"shm": ...}`` handed off, ``{}``
+    streamed."""
     import numpy as np
 
     dtype = out_dtype(meta.spec.dtype)
@@ -120,16 +122,15 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
     nbytes = product(shape) * dtype.itemsize
     z = zarr_array(meta, kv)
     row_bytes = product(shape[1:]) * dtype.itemsize
-    settings = call.context.settings
-    if handoff and nbytes >= settings.handoff_threshold:
+    way = call.way_back(nbytes, handoff)
+    if way == "handoff":
         from pybridge.handoff.results import HandoffUnavailable
 
         try:
-            _read_handoff(call, meta, z, lo, hi, step, shape, dtype, nbytes, result)
-            return
+            return _read_handoff(call, meta, z, lo, hi, step, shape, dtype, nbytes)
         except HandoffUnavailable:
-            pass  # /dev/shm cannot hold it: by the pipe
-    inline = nbytes <= settings.stream_frame_bytes
+            way = call.way_back(nbytes, False)  # /dev/shm cannot hold it: by the pipe
+    inline = way == "inline"
     pieces = []
     for a, b in _bands(meta, lo, hi, step, row_bytes):
         call.check_cancelled()
@@ -138,14 +139,13 @@ def read_bytes(call: Call, meta: ArrayMeta, kv: KV, lo: Sequence[int], hi: Seque
             pieces.append(band.tobytes())
         else:
             call.send_data(memoryview(band.reshape(-1).view("u1").data))
-    if inline:
-        result["data"] = b"".join(pieces)
+    return {"data": b"".join(pieces)} if inline else {}
 
 
 def _read_handoff(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Sequence[int],
-                  step: Sequence[int], shape: tuple[int, ...], dtype: Any, nbytes: int,
-                  result: dict[str, Any]) -> None:
-    """Read the selection into a fresh handoff segment (``result["shm"]``)."""
+                  step: Sequence[int], shape: tuple[int, ...], dtype: Any,
+                  nbytes: int) -> dict[str, Any]:
+    """Read the selection into a fresh handoff segment: ``{"shm": ...}``."""
     import numpy as np
 
     from pybridge.handoff.results import result_handoff
@@ -164,7 +164,7 @@ def _read_handoff(call: Call, meta: ArrayMeta, z: Any, lo: Sequence[int], hi: Se
                     out[...] = band
         finally:
             del out
-        result["shm"] = {"path": seg.path, "bytes": nbytes}
+    return {"shm": {"path": seg.path, "bytes": nbytes}}
 
 
 #: The most values one read answers: a frame's element limit, less room for

@@ -101,33 +101,33 @@ def read_array(call: Call, meta: ArrayMeta, kv: KV, start: Sequence[int] | None,
     if nbytes == 0:
         result["data"] = b""
         return result
-    settings = call.context.settings
-    check_request_size(settings, nbytes)
+    check_request_size(call.context.settings, nbytes)
     if not meta.by_hand or any(s != 1 for s in steps):
-        inprocess.read_bytes(call, meta, kv, lo, hi, steps, handoff, result)
+        result.update(inprocess.read_bytes(call, meta, kv, lo, hi, steps, handoff))
         return result
     shape, grid, blo, bhi = as_banded(spec.shape, spec.grid, lo, hi)
     band_sel = tuple(b - a for a, b in zip(blo, bhi))
     nchunks = count_chunks(blo, bhi, grid)
 
-    if handoff and nbytes >= settings.handoff_threshold:
+    way = call.way_back(nbytes, handoff)
+    if way == "handoff":
         try:
             result["shm"] = _handoff(call, meta, shape, grid, blo, bhi, nbytes)
             return result
         except HandoffUnavailable:
-            pass  # /dev/shm cannot hold it: by the pipe
+            way = call.way_back(nbytes, False)  # /dev/shm cannot hold it: by the pipe
 
     chunk_bytes = product(grid) * out_dtype(spec.dtype).itemsize
     if nchunks <= IN_PLACE_CHUNKS and nchunks * chunk_bytes + nbytes <= IN_PLACE_BYTES:
         out = np.empty(band_sel, dtype=dtype)
         fill_parts(out, spec, chunk_parts(shape, grid, blo, bhi))
-        if nbytes <= settings.stream_frame_bytes:
+        if way == "inline":
             result["data"] = out.tobytes()
         else:
             call.send_data(out.data)
         return result
 
-    _banded(call, meta, shape, grid, blo, bhi, nbytes, result)
+    result.update(_banded(call, meta, shape, grid, blo, bhi, nbytes, way == "inline"))
     return result
 
 
@@ -159,12 +159,14 @@ def _settle(futures: list[Future[Any]]) -> None:
 
 def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
             blo: tuple[int, ...], bhi: tuple[int, ...], nbytes: int,
-            result: dict[str, Any]) -> None:
+            inline: bool) -> dict[str, Any]:
+    """Read the box band by band through the workers: ``{"data": ...}`` when
+    ``inline``, else streamed (``{}``)."""
     itemsize = out_dtype(meta.spec.dtype).itemsize
     rows = _band_rows(call, shape, grid, blo, bhi, itemsize)
     row_bytes = product(tuple(b - a for a, b in zip(blo[1:], bhi[1:]))) * itemsize
     band_bytes = min(rows * row_bytes, nbytes)
-    inline = nbytes <= call.context.settings.stream_frame_bytes
+    pieces: list[bytes] = []
     free: list[Segment] = []
     taken: list[Segment] = []
     pending: deque[tuple[Segment, int, list[Future[Any]]]] = deque()
@@ -173,7 +175,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
         seg, size, futures = pending.popleft()
         _settle(futures)
         if inline:
-            result["data"] = result.get("data", b"") + bytes(seg.buf[:size])
+            pieces.append(bytes(seg.buf[:size]))
         else:
             call.send_file(seg.path, 0, size)
         free.append(seg)
@@ -202,6 +204,7 @@ def _banded(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int
             wait(futures)
         for seg in taken:
             call.context.band_buffers.give(seg)
+    return {"data": b"".join(pieces)} if inline else {}
 
 
 def _handoff(call: Call, meta: ArrayMeta, shape: tuple[int, ...], grid: tuple[int, ...],
