@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(os.environ.get("PYBRIDGE_LOG_LEVEL", "WARNING"))
     if command == "doctor":
         return doctor(settings)
-    from pybridge.server import serve
+    from pybridge.rpc.server import serve
 
     try:
         return serve(settings)
@@ -82,7 +82,7 @@ def doctor(settings: Settings, out: Any = None) -> int:
     print("\ncodecs:", file=out)
     try:
         codecs = _codecs(settings)
-    except Exception as e:  # numcodecs itself cannot be imported
+    except Exception as e:  # noqa: BLE001 -- numcodecs itself cannot be imported
         print(f"  unavailable: {type(e).__name__}: {e}", file=out)
         return 0
     for c in codecs:

@@ -16,6 +16,10 @@ maps every way that can fail onto a wire error:
   with ``details["key"]`` naming the bad key when it can be told.
 
 Codec instances are cached by their config, so repeated calls are cheap.
+This is the sidecar's one codec cache: the codec tasks use it through
+:func:`get_codec`, the chunk codec pipeline of arrays through
+:func:`stored_codec` (configs read from array metadata, which the array's
+open already checked with :func:`check_safe`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from numcodecs.abc import Codec
 from pybridge.errors import CodecForbidden, CodecUnavailable, InvalidCodecConfig
 
 __all__ = ["FORBIDDEN_IDS", "OPTIONAL_CODECS", "SAFE_OBJECT_DTYPES", "check_safe", "get_codec",
-           "list_codecs", "rejected"]
+           "list_codecs", "rejected", "stored_codec"]
 
 #: Codec ids that can run code on decode: refused unless pickle is allowed.
 FORBIDDEN_IDS = frozenset({"pickle"})
@@ -64,7 +68,7 @@ _cache_lock = threading.Lock()
 # Only types are checked here (an int where numcodecs takes an int, a str
 # where it takes a name): what a value means is numcodecs' business. A value
 # numcodecs refuses only when it first encodes (zlib level 10, blosc clevel
-# 10...) is found out then: see :func:`pybridge.tasks.encode`.
+# 10...) is found out then: see :func:`pybridge.pool.codec_tasks.encode`.
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -264,9 +268,9 @@ def _bad_key(exc: Exception, cfg: Mapping[str, Any]) -> str | None:
         if re.search(rf"\b{re.escape(key)}\b", msg):
             return key
     for key, value in cfg.items():
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            if f"'{value}'" in msg or f'"{value}"' in msg:
-                return key
+        if (isinstance(value, (str, int, float)) and not isinstance(value, bool)
+                and (f"'{value}'" in msg or f'"{value}"' in msg)):
+            return key
     if re.search(r"\b(dtype|data type)", msg):
         keys = [k for k in cfg if "dtype" in k]
         if len(keys) == 1:
@@ -291,11 +295,9 @@ def get_codec(config: Any, allow_pickle: bool) -> Codec:
     except (TypeError, ValueError) as exc:
         raise InvalidCodecConfig(f"codec {codec_id!r}: config is not plain data: {exc}",
                                  id=codec_id, key=None) from None
-    with _cache_lock:
-        codec = _cache.get(key)
-        if codec is not None:
-            _cache.move_to_end(key)
-            return codec
+    codec = _cached(key)
+    if codec is not None:
+        return codec
     cls = _codec_class(codec_id)
     if codec_id == "pickle" and allow_pickle:
         # numcodecs keeps its own switch; the sidecar's --allow-pickle is the
@@ -311,10 +313,35 @@ def get_codec(config: Any, allow_pickle: bool) -> Codec:
         bad = _bad_key(exc, cfg)
         raise InvalidCodecConfig(f"codec {codec_id!r} rejected its config: {exc}",
                                  id=codec_id, key=bad) from None
+    return _remember(key, codec)
+
+
+def _cached(key: str) -> Codec | None:
     with _cache_lock:
-        _cache[key] = codec
+        codec = _cache.get(key)
+        if codec is not None:
+            _cache.move_to_end(key)
+        return codec
+
+
+def _remember(key: str, codec: Codec) -> Codec:
+    with _cache_lock:
+        codec = _cache.setdefault(key, codec)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
+    return codec
+
+
+def stored_codec(config: Mapping[str, Any]) -> Codec:
+    """The numcodecs codec of a config stored in an array's metadata (cached).
+
+    The array's open already refused unsafe configs (:func:`check_safe`) and
+    zarr-python accepted the rest, so the config goes to numcodecs as it is.
+    """
+    key = _cache_key(config)
+    codec = _cached(key)
+    if codec is None:
+        codec = _remember(key, numcodecs.get_codec(dict(config)))
     return codec
 
 

@@ -6,31 +6,35 @@ spawned (start-up time is a benchmark target). ``context.pool`` starts it
 if that has not happened yet and waits until it is ready.
 
 A pool counts as started once one of its workers has run
-:func:`pybridge.workers.probe` (it imports what every task needs). A pool
+:func:`pybridge.pool.pool.probe` (it imports what every task needs). A pool
 that cannot get there is unusable: :attr:`SidecarContext.on_pool_failure`
 is then called with the error, and the server ends the sidecar with it
-(:func:`pybridge.server.serve`), so that a client never talks to a sidecar
+(:func:`pybridge.rpc.server.serve`), so that a client never talks to a sidecar
 that answers ``ping`` but can run no task.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pybridge.errors import Internal, WorkerCrashed
 
 if TYPE_CHECKING:
+    from pybridge.handoff.results import HandoffJanitor
+    from pybridge.pool.pool import WorkerPool
     from pybridge.settings import Settings
-    from pybridge.workers import WorkerPool
+    from pybridge.zarr.buffers import BandBuffers
+    from pybridge.zarr.extent import ExtentLocks
+    from pybridge.zarr.locks import LockTable
+    from pybridge.zarr.metadata import MetadataCache
 
-__all__ = ["SidecarContext", "blosc_thread_lock", "install_blosc_hook"]
+T = TypeVar("T")
+
+__all__ = ["SidecarContext"]
 
 log = logging.getLogger(__name__)
 
@@ -41,64 +45,43 @@ _START_JOIN_S = 10.0
 _PROBE_ATTEMPTS = 2
 
 
-def blosc_thread_lock(blosc: Any) -> None:
-    """Give numcodecs' blosc module a thread lock instead of a multiprocessing one.
+def _chunk_locks() -> LockTable:
+    from pybridge.zarr.locks import LockTable
 
-    numcodecs creates a ``multiprocessing.Lock`` (a named POSIX semaphore,
-    registered with the resource tracker) the first time a process uses
-    blosc. A process ended by a signal (every shutdown terminates the
-    workers, a crash kills them) never unregisters it, and the resource
-    tracker then warns about "leaked semaphore objects" and unlinks it. The
-    lock only guards blosc's global context against other threads of the
-    same process (each process has its own context), so a
-    ``threading.Lock`` does the same job without a semaphore.
-    """
-    if not getattr(blosc, "_MUTEX_IS_INIT", True):
-        blosc._MUTEX = threading.Lock()
-        blosc._MUTEX_IS_INIT = True
+    return LockTable()
 
 
-class _BloscHook(importlib.abc.MetaPathFinder):
-    """Runs :func:`blosc_thread_lock` on ``numcodecs.blosc`` as it is imported.
+def _extent_locks() -> ExtentLocks:
+    from pybridge.zarr.extent import ExtentLocks
 
-    The import runs in whichever thread needs blosc first, under the import
-    system's own lock, so nothing else imports numcodecs in the background
-    (two threads importing numcodecs at once can see it half initialized).
-    """
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "numcodecs.blosc":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        loader: Any = spec.loader
-        run = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            run(module)
-            blosc_thread_lock(module)
-
-        loader.exec_module = exec_module
-        return spec
+    return ExtentLocks()
 
 
-def install_blosc_hook() -> None:
-    """Make blosc use a thread lock in this process, now or when it is imported."""
-    blosc = sys.modules.get("numcodecs.blosc")
-    if blosc is not None:
-        blosc_thread_lock(blosc)
-    elif not any(isinstance(f, _BloscHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _BloscHook())
+def _band_buffers() -> BandBuffers:
+    from pybridge.zarr.buffers import BandBuffers
+
+    return BandBuffers()
+
+
+def _metadata_cache() -> MetadataCache:
+    from pybridge.zarr.metadata import MetadataCache
+
+    return MetadataCache()
+
+
+def _handoff_janitor() -> HandoffJanitor:
+    from pybridge.handoff.results import HandoffJanitor
+
+    return HandoffJanitor()
 
 
 def _probe(pool: WorkerPool) -> None:
-    """Run :func:`pybridge.workers.probe` in the pool; raise its last failure.
+    """Run :func:`pybridge.pool.pool.probe` in the pool; raise its last failure.
 
     A worker that crashed is retried (it may have been killed from outside);
     an exception raised by the probe itself (an import failed) is final.
     """
-    from pybridge.workers import probe
+    from pybridge.pool.pool import probe
 
     for attempt in range(1, _PROBE_ATTEMPTS + 1):
         try:
@@ -127,6 +110,45 @@ class SidecarContext:
         #: Called (from the pool-start thread) with the error when the pool
         #: cannot start; None keeps the error for :attr:`pool` to raise.
         self.on_pool_failure: Callable[[BaseException], None] | None = None
+        # The sidecar's shared state (locks, buffers, the janitor), each made
+        # on first use: start-up imports none of their modules.
+        self._shared: dict[str, Any] = {}
+        self._shared_lock = threading.Lock()
+
+    def _one(self, name: str, make: Callable[[], T]) -> T:
+        obj = self._shared.get(name)
+        if obj is None:
+            with self._shared_lock:
+                obj = self._shared.get(name)
+                if obj is None:
+                    obj = self._shared[name] = make()
+        return cast(T, obj)
+
+    @property
+    def chunk_locks(self) -> LockTable:
+        """Locks of the chunks under a read-modify-write (:mod:`pybridge.zarr.locks`)."""
+        return self._one("chunk_locks", _chunk_locks)
+
+    @property
+    def extent_locks(self) -> ExtentLocks:
+        """Per-array locks of shape changes (:mod:`pybridge.zarr.extent`)."""
+        return self._one("extent_locks", _extent_locks)
+
+    @property
+    def band_buffers(self) -> BandBuffers:
+        """Shared-memory band buffers reused by reads and writes (:mod:`pybridge.zarr.buffers`)."""
+        return self._one("band_buffers", _band_buffers)
+
+    @property
+    def metadata_cache(self) -> MetadataCache:
+        """The metadata of the arrays opened lately (:mod:`pybridge.zarr.metadata`)."""
+        return self._one("metadata_cache", _metadata_cache)
+
+    @property
+    def handoff_janitor(self) -> HandoffJanitor:
+        """Removes result handoffs of requests cancelled before their reply
+        (:mod:`pybridge.handoff.results`)."""
+        return self._one("handoff_janitor", _handoff_janitor)
 
     def start_pool(self) -> None:
         """Start the worker pool in a background thread (idempotent)."""
@@ -137,9 +159,12 @@ class SidecarContext:
                 target=self._start_pool, name="pybridge-pool-start", daemon=True)
             self._start_thread.start()
 
+    def _was_closed(self) -> bool:
+        return self._closed
+
     def _start_pool(self) -> None:
         try:
-            from pybridge.workers import WorkerPool
+            from pybridge.pool.pool import WorkerPool
 
             pool = WorkerPool(self.settings.workers, self.settings)
             with self._start_lock:
@@ -155,12 +180,12 @@ class SidecarContext:
             finally:
                 with self._start_lock:
                     self._starting = None
-            if self._closed:
+            if self._was_closed():  # close() may have run while the pool started
                 pool.close()
                 return
             self._pool = pool
             log.debug("worker pool ready: %d workers", pool.size)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- kept, and raised to every caller
             self._pool_error = e
             if self._closed:
                 log.debug("worker pool not started: %s: %s", type(e).__name__, e)

@@ -7,8 +7,9 @@
 # - Elixir/OTP from Debian (`apt-get install elixir`) when missing. As root it
 #   installs it; otherwise it says what to install and stops.
 # - A virtualenv in .venv with the sidecar (distribution zarr-bridge-sidecar,
-#   import package pybridge) installed editable plus its test extras (and the
-#   bench extras with --bench), its dependencies pinned by constraints.txt.
+#   import package pybridge) installed editable plus its test extras and its
+#   dev extras (mypy and ruff, the gates `make test` runs), and the bench
+#   extras with --bench, its dependencies pinned by constraints.txt.
 #   The Elixir tests find it at run time as this checkout's .venv.
 # - Azurite (the Azure test server) from npm into .tools/, with Debian's
 #   nodejs/npm when node is missing. The other test servers are PyPI packages
@@ -59,8 +60,8 @@ fi
 
 venv=.venv
 stamp=$venv/.pybridge-installed
-extras=test
-[ "$want_bench" -eq 1 ] && extras=test,bench
+extras=test,dev
+[ "$want_bench" -eq 1 ] && extras=test,dev,bench
 needs_install=0
 if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv with $python"

@@ -41,8 +41,11 @@ __all__ = [
     "REPO",
     "Reply",
     "SidecarProcess",
+    "err",
     "frame",
+    "fs",
     "iter_frames",
+    "ok",
     "pack",
     "unpack",
     "wait_for",
@@ -421,3 +424,23 @@ def iter_frames(data: bytes) -> Iterable[bytes]:
         (n,) = _HEADER.unpack_from(data, offset)
         yield data[offset + 4:offset + 4 + n]
         offset += 4 + n
+
+
+# -- replies and stores, as every test file uses them ---------------------------
+
+def fs(path: Path | str) -> dict[str, str]:
+    """The wire store map of the filesystem store at ``path``."""
+    return {"kind": "filesystem", "path": str(path)}
+
+
+def ok(reply: Reply) -> dict[str, Any]:
+    """The reply's result; fails the test with the error when there is one."""
+    return reply.unwrap()
+
+
+def err(reply: Reply, code: str) -> dict[str, Any]:
+    """The reply's error, which must carry ``code`` and a message."""
+    assert reply.error is not None, f"expected {code}, got the result {reply.result!r}"
+    assert reply.error["code"] == code, reply.error
+    assert reply.error["message"], reply.error
+    return reply.error

@@ -1,4 +1,4 @@
-"""Chunk grid math (pybridge.arrays.chunks), checked against brute force."""
+"""Chunk grid math (pybridge.zarr.chunks), checked against brute force."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from pybridge.arrays.chunks import (
+from pybridge.zarr.chunks import (
     as_banded,
     band_ranges,
     chunk_key,

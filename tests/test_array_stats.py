@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 from zarr.storage import ZipStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
@@ -29,10 +29,6 @@ def sc() -> Iterator[SidecarProcess]:
     with SidecarProcess(workers=1) as proc:
         proc.ping(timeout=30)
         yield proc
-
-
-def fs(path: Path) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def _chunk_files(root: Path) -> dict[str, int]:

@@ -22,7 +22,7 @@ import pytest
 import zarr
 import zarr.codecs
 import zarr.codecs.numcodecs as zn
-from helpers import SidecarProcess
+from helpers import SidecarProcess, err, fs, ok
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -104,25 +104,11 @@ def same(got: bytes, expected: np.ndarray) -> None:
                              f"got {g[tuple(bad[0])]!r}, expected {expected[tuple(bad[0])]!r}")
 
 
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
-
-
 @pytest.fixture(scope="module")
 def sc() -> Iterator[SidecarProcess]:
     with SidecarProcess(workers=2) as proc:
         proc.ping(timeout=30)
         yield proc
-
-
-def ok(reply: Any) -> dict[str, Any]:
-    return reply.unwrap()
-
-
-def err(reply: Any, code: str) -> dict[str, Any]:
-    assert reply.error is not None, f"expected {code}, got a result"
-    assert reply.error["code"] == code, reply.error
-    return reply.error
 
 
 # --------------------------------------------------------------------------

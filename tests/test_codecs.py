@@ -25,7 +25,8 @@ from helpers import SidecarProcess, wait_for
 from numcodecs.compat import ensure_ndarray
 
 from pybridge import codecs as bridge_codecs
-from pybridge import dtypes, tasks
+from pybridge import codec_checks, dtypes
+from pybridge.pool import codec_tasks as tasks
 from pybridge.errors import (
     CodecForbidden,
     CodecUnavailable,
@@ -765,9 +766,9 @@ def test_decoded_size_from_headers() -> None:
     data = SMOOTH.tobytes()
     for cid, codec in (("zstd", numcodecs.Zstd()), ("blosc", numcodecs.Blosc()),
                        ("lz4", numcodecs.LZ4())):
-        assert tasks.decoded_size(cid, codec.encode(data)) == len(data)
-    assert tasks.decoded_size("zlib", numcodecs.Zlib().encode(data)) is None
-    assert tasks.decoded_size("zstd", b"\x00" * 10) is None
+        assert codec_checks.decoded_size(cid, codec.encode(data)) == len(data)
+    assert codec_checks.decoded_size("zlib", numcodecs.Zlib().encode(data)) is None
+    assert codec_checks.decoded_size("zstd", b"\x00" * 10) is None
 
 
 def test_dtypes_round_trip() -> None:
@@ -784,3 +785,23 @@ def test_dtypes_round_trip() -> None:
     for bad in ("float128", "S0", "datetime64", [["a", "string"]], [["a", "i1"], ["a", "i1"]], 7):
         with pytest.raises(UnsupportedDtype):
             dtypes.parse_dtype(bad)
+
+
+def test_the_chunk_pipeline_and_the_codec_tasks_share_one_codec_cache() -> None:
+    # One codec instance per config in the sidecar: the chunk codec pipeline of
+    # arrays takes its instances from the cache the codec tasks use.
+    from pybridge.zarr import chunk_codecs
+
+    zstd = {"id": "zstd", "level": 3, "checksum": False}
+    delta = {"id": "delta", "dtype": "<i4"}
+    spec = chunk_codecs.ChunkSpec(
+        dir="/nowhere", root="/nowhere", path="", zarr_format=2, signature=(), engine="v2",
+        shape=(4,), grid=(4,), dtype="<i4", order="C", fill=0, key_encoding="v2",
+        separator=".", filters=(delta,), compressors=(zstd,),
+        token="test_one_codec_cache")
+    filters, compressors = chunk_codecs._codecs(spec)
+    assert compressors[0] is bridge_codecs.get_codec(zstd, False)
+    assert filters[0] is bridge_codecs.get_codec(delta, False)
+    data = np.arange(4, dtype="<i4")
+    raw = compressors[0].encode(filters[0].encode(data))
+    assert np.array_equal(chunk_codecs.decode_chunk(spec, raw), data)

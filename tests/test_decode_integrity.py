@@ -33,7 +33,7 @@ import pytest
 import zarr
 import zarr.codecs
 import zarr.codecs.numcodecs as zn
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -41,10 +41,6 @@ N = 4096  # elements of the array
 CHUNK = 1024  # elements of a chunk (4 KiB of int32)
 SHARD = 2048  # elements of a shard (two inner chunks of CHUNK)
 DISTINCT = 0x5A5A0000  # the distinctive array holds DISTINCT + i
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs
-from helpers import SidecarProcess
-from test_arrays import err, fs, ok
+from helpers import SidecarProcess, err, fs, ok
+
 
 pytestmark = [pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning"),
               pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")]

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 from helpers import SidecarProcess, pack
 
-from pybridge.protocol import MAX_FRAME_ELEMENTS, BadMessage, unpack
+from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS, BadMessage, unpack
 
 L = MAX_FRAME_ELEMENTS
 

@@ -1,4 +1,4 @@
-"""Unit tests of pybridge.framing and pybridge.protocol on real pipes."""
+"""Unit tests of pybridge.rpc.framing and pybridge.rpc.protocol on real pipes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from helpers import frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybridge import protocol
-from pybridge.framing import (
+from pybridge.rpc import protocol
+from pybridge.rpc.framing import (
     FrameReader,
     FrameWriter,
     OversizedFrame,

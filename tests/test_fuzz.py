@@ -2,14 +2,14 @@
 
 Four targets, each checked against what the protocol promises:
 
-1. :class:`~pybridge.framing.FrameReader` on arbitrary byte streams, cut
+1. :class:`~pybridge.rpc.framing.FrameReader` on arbitrary byte streams, cut
    into arbitrary pieces, against a reference model of the framing:
    the same frames, oversized frames recognised from their header, and a
    truncated stream reported as such.
-2. :func:`~pybridge.protocol.parse` on arbitrary msgpack values and bytes:
+2. :func:`~pybridge.rpc.protocol.parse` on arbitrary msgpack values and bytes:
    a request, a notification, or ``invalid_message`` (with the request id
    only when one could be read), never another exception.
-3. :func:`~pybridge.params.validate` on arbitrary params for every method
+3. :func:`~pybridge.rpc.params.validate` on arbitrary params for every method
    of the table: a complete dict or ``invalid_params`` naming a param.
 4. A real sidecar (confined to a temporary directory) fed structured random
    requests for every method, with params drawn near their declared types:
@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pybridge.errors import InvalidParams
-from pybridge.framing import FrameReader, OversizedFrame, TruncatedFrame
+from pybridge.rpc.framing import FrameReader, OversizedFrame, TruncatedFrame
 from pybridge.methods import method_table
-from pybridge.params import validate
-from pybridge.protocol import MAX_ID, BadMessage, Notification, Request, parse, peek_request_id
+from pybridge.rpc.params import validate
+from pybridge.rpc.protocol import MAX_ID, BadMessage, Notification, Request, parse, peek_request_id
 from pybridge.settings import Settings
 
 EXAMPLES = int(os.environ.get("PYBRIDGE_FUZZ_EXAMPLES", "0")) or None

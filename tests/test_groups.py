@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess
-from test_arrays import err, fs, le_bytes, ok, same
+from helpers import SidecarProcess, err, fs, ok
+from test_arrays import le_bytes, same
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 

@@ -37,8 +37,8 @@ import pytest
 import zarr
 import zarr.codecs
 import zarr.codecs.numcodecs as zn
-from helpers import SidecarProcess
-from test_arrays import fs, ok
+from helpers import SidecarProcess, fs, ok
+
 from test_dtypes_arrays import DTYPES, STRUCT_WIRE, sample, wire_bytes, zarr_dtype
 
 pytestmark = [pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning"),

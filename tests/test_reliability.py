@@ -18,9 +18,7 @@ import glob
 import json
 import os
 import random
-import signal
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -31,14 +29,14 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess, frame, pack, wait_for
+from helpers import SidecarProcess, frame, fs, pack, wait_for
 
-from pybridge import shm
+from pybridge.handoff import shm
 from pybridge.methods import method_table
-from pybridge.params import Param
-from pybridge.server import error_to_wire
+from pybridge.rpc.params import Param
+from pybridge.rpc.server import error_to_wire
 from pybridge.settings import Settings
-from pybridge.workers import RemoteError, WorkerPool
+from pybridge.pool.pool import RemoteError, WorkerPool
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -70,10 +68,6 @@ def raise_value_error(payload: Any) -> None:
 
 # --------------------------------------------------------------------------
 # Helpers
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def expect(reply: Any, code: str, **details: Any) -> dict[str, Any]:
@@ -255,9 +249,9 @@ class _StubContext:
 def test_a_reply_dropped_by_a_cancel_removes_its_handoff_segment() -> None:
     """The cancel lands after the handler's last check: the reply naming a
     segment is dropped, so the server must remove the segment itself."""
-    from pybridge.framing import FrameReader, FrameWriter
+    from pybridge.rpc.framing import FrameReader, FrameWriter
     from pybridge.methods import Method
-    from pybridge.server import Server
+    from pybridge.rpc.server import Server
 
     made: list[str] = []
 

@@ -34,20 +34,16 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 
 from pybridge.methods import method_table
-from pybridge.params import Param
+from pybridge.rpc.params import Param
 from pybridge.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
 MiB = 1 << 20
 TB = 1 << 40
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def expect(reply: Any, code: str) -> dict[str, Any]:

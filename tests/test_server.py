@@ -442,7 +442,7 @@ def test_startup_imports_nothing_heavy():
     """zarr, numcodecs and numpy stay unimported until a handler needs them."""
     code = (
         "import sys\n"
-        "from pybridge import cli, server\n"
+        "from pybridge import cli\nfrom pybridge.rpc import server\n"
         "from pybridge.settings import Settings\n"
         "from pybridge.methods import method_table\n"
         "from pybridge.methods.basic import versions\n"

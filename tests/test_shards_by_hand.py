@@ -1,4 +1,4 @@
-"""Shards read by hand (:mod:`pybridge.arrays.shards`), with zarr-python as the reference.
+"""Shards read by hand (:mod:`pybridge.zarr.shards`), with zarr-python as the reference.
 
 zarr-python writes every array here (or the sidecar writes it through
 zarr-python); the sidecar reads it back and every result is compared byte
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs.numcodecs as zn
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 from zarr.codecs import (
     BloscCodec,
     BytesCodec,
@@ -35,11 +35,11 @@ from zarr.codecs import (
     ZstdCodec,
 )
 
-from pybridge.arrays import shards
-from pybridge.arrays.chunks import chunk_parts
-from pybridge.arrays.metadata import _v3_plan, open_meta
-from pybridge.arrays.store import StoreRef
-from pybridge.arrays.worker import fill_parts, out_dtype
+from pybridge.zarr import shards
+from pybridge.zarr.chunks import chunk_parts
+from pybridge.zarr.metadata import _v3_plan, open_meta
+from pybridge.zarr.store import StoreRef
+from pybridge.zarr.chunk_tasks import fill_parts, out_dtype
 from pybridge.errors import DecodeFailed, StoreError
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning",
@@ -56,10 +56,6 @@ def sc() -> Iterator[SidecarProcess]:
     with SidecarProcess(workers=2, args=["--handoff-threshold", "1"]) as proc:
         proc.ping(timeout=30)
         yield proc
-
-
-def fs(path: Path) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def le_bytes(a: np.ndarray) -> bytes:

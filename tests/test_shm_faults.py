@@ -25,14 +25,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numcodecs
 import numpy as np
 import pytest
 import zarr
 import zarr.codecs
-from helpers import REPO, SidecarProcess
+from helpers import REPO, SidecarProcess, fs, ok
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -99,14 +98,6 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[SidecarProcess]:
         yield sc
     finally:
         sc.close()
-
-
-def fs(path: Path) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
-
-
-def ok(reply: Any) -> dict[str, Any]:
-    return reply.unwrap()  # type: ignore[no-any-return]
 
 
 def alive(sc: SidecarProcess, pid: int) -> None:
@@ -199,7 +190,7 @@ def test_decode_many_handoff_comes_by_the_pipe(faulty: SidecarProcess) -> None:
 def test_a_memfd_locator_never_opens_a_reused_descriptor() -> None:
     """A memfd segment is found by ``/proc/<pid>/fd/<n>``; once its
     descriptor is closed and the number reused, its locator is stale."""
-    from pybridge import shm
+    from pybridge.handoff import shm
 
     a = shm.Segment.create_memfd(4096, "t")
     a.buf[:1] = b"a"

@@ -21,13 +21,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import SidecarProcess
+from helpers import SidecarProcess, fs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def zipref(path: Path | str) -> dict[str, str]:

@@ -22,8 +22,8 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from helpers import SidecarProcess
-from test_arrays import err, fs, ok, same
+from helpers import SidecarProcess, err, fs, ok
+from test_arrays import same
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 

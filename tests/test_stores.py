@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import REPO, SidecarProcess, wait_for
-from test_arrays import err, fs, le_bytes, ok, same
+from helpers import REPO, SidecarProcess, err, fs, ok, wait_for
+from test_arrays import le_bytes, same
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -386,7 +386,7 @@ def test_cancelled_handoff_reads_leave_no_segment(tmp_path, kind):
 def test_handoff_janitor_unlinks_segments_of_late_cancels(tmp_path):
     """The window between a handler's return and its reply is too short to hit
     from outside, so the janitor that covers it is driven directly."""
-    from pybridge.handoff import HandoffJanitor
+    from pybridge.handoff.results import HandoffJanitor
 
     class Call:
         def __init__(self) -> None:

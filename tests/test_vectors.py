@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from helpers import REPO, unpack
 
-from pybridge import protocol
+from pybridge.rpc import protocol
 
 VECTORS_DIR = REPO / "protocol" / "vectors"
 

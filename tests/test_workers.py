@@ -1,4 +1,4 @@
-"""The worker pool (pybridge.workers) and shared-memory segments (pybridge.shm).
+"""The worker pool (pybridge.pool.pool) and shared-memory segments (pybridge.handoff.shm).
 
 Real worker processes, real signals, real files in /dev/shm. The module-level
 functions below are the tasks: workers import this module to run them.
@@ -22,8 +22,10 @@ from typing import Any
 import pytest
 from helpers import REPO, SidecarProcess, wait_for
 
-from pybridge import errors, shm, workers
-from pybridge.workers import PIPELINE_DEPTH, RemoteError, WorkerPool, output_buffer
+from pybridge import errors
+from pybridge.handoff import shm
+from pybridge.pool import pool as workers
+from pybridge.pool.pool import PIPELINE_DEPTH, RemoteError, WorkerPool, output_buffer
 
 # --------------------------------------------------------------------------
 # Tasks (run in the workers)
@@ -437,7 +439,7 @@ def test_workers_die_with_their_owner(tmp_path: Path) -> None:
     # leave on its pipe's EOF, a busy one only through the death signal.
     script = textwrap.dedent(f"""
         import os, sys, time
-        from pybridge.workers import WorkerPool
+        from pybridge.pool.pool import WorkerPool
         from test_workers import wait_for_file
         pool = WorkerPool(2)
         pool.start()

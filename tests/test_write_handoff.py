@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs
-from helpers import SidecarProcess, wait_for
+from helpers import SidecarProcess, err, fs, ok, wait_for
 
 _names = itertools.count()
 
@@ -29,10 +29,6 @@ _names = itertools.count()
 def sc() -> Iterator[SidecarProcess]:
     with SidecarProcess(workers=2) as proc:
         yield proc
-
-
-def fs(path: Path | str) -> dict[str, str]:
-    return {"kind": "filesystem", "path": str(path)}
 
 
 def upload_file(sc: SidecarProcess, data: bytes, *, mode: int = 0o600) -> str:
@@ -51,17 +47,6 @@ def upload_file(sc: SidecarProcess, data: bytes, *, mode: int = 0o600) -> str:
 
 def shm(path: str, nbytes: int) -> dict[str, Any]:
     return {"path": path, "bytes": nbytes}
-
-
-def ok(reply: Any) -> dict[str, Any]:
-    assert reply.ok, reply.error
-    return reply.result
-
-
-def err(reply: Any, code: str) -> dict[str, Any]:
-    assert reply.code == code, (reply.error, reply.result)
-    assert reply.error["message"]
-    return reply.error
 
 
 def values(shape: tuple[int, ...], seed: int, dtype: str = "<f8") -> np.ndarray:

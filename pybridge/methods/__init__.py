@@ -8,32 +8,14 @@ numpy are imported inside the handlers, never at module level.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pybridge.methods.method import Method
 
 if TYPE_CHECKING:
-    from pybridge.call import Call
-    from pybridge.params import Param
     from pybridge.settings import Settings
 
 __all__ = ["Method", "method_table"]
-
-
-@dataclass(frozen=True)
-class Method:
-    """One method: its name, handler, param spec and how it is run.
-
-    ``inline`` methods run on the reader thread (they must be quick and never
-    block); others run on the server's handler threads. ``test_only``
-    methods exist only when ``PYBRIDGE_TEST_METHODS=1``.
-    """
-
-    name: str
-    handler: Callable[[Call], dict[str, Any]]
-    params: Mapping[str, Param]
-    inline: bool = False
-    test_only: bool = False
 
 
 def method_table(settings: Settings) -> dict[str, Method]:

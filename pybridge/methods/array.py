@@ -1,12 +1,12 @@
 """The ``array.*`` methods (PROTOCOL.md §7 and §8).
 
 Requests are stateless: each names its store and path. The work is in
-:mod:`pybridge.arrays`, imported by the handlers so that this module stays
+:mod:`pybridge.zarr`, imported by the handlers so that this module stays
 cheap to import (zarr, numcodecs and numpy load on the first array request).
-Every handler works inside one store session (:func:`pybridge.arrays.kv.session`):
+Every handler works inside one store session (:func:`pybridge.zarr.kv.session`):
 for a zip store, a request's writes become visible together when it succeeds.
 Handlers that read, write or reshape an array hold its extent lock
-(:mod:`pybridge.arrays.extent`): resize, append and attribute changes
+(:mod:`pybridge.zarr.extent`): resize, append and attribute changes
 exclusively, reads and writes shared.
 """
 
@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, InvalidParams, ReadOnly, StoreError
-from pybridge.methods import Method
-from pybridge.params import MAX_DIM, Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
+from pybridge.methods.method import Method
+from pybridge.rpc.params import MAX_DIM, Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
-    from pybridge.arrays.metadata import ArrayMeta
-    from pybridge.arrays.store import StoreRef
-    from pybridge.call import Call
+    from pybridge.rpc.call import Call
+    from pybridge.zarr.kv import KV
+    from pybridge.zarr.metadata import ArrayMeta
+    from pybridge.zarr.store import StoreRef
 
 __all__ = ["METHODS", "check_json", "store_ref", "with_store_errors"]
 
@@ -35,7 +35,7 @@ _OPEN_MODES = ("r", "r+", "a")
 
 
 def _default() -> Any:
-    from pybridge.arrays.metadata import DEFAULT
+    from pybridge.zarr.metadata import DEFAULT
 
     return DEFAULT
 
@@ -61,7 +61,7 @@ _STORE = {"store": Map(), "path": Str(required=False, default="")}
 
 def store_ref(call: Call, create: bool = False) -> StoreRef:
     """The request's ``store`` and ``path`` as a ref (``create``: make a memory store)."""
-    from pybridge.arrays.store import parse_store
+    from pybridge.zarr.store import parse_store
 
     return parse_store(call.params["store"], call.params["path"],
                        call.context.settings.allowed_roots, call.context.stores, create)
@@ -81,7 +81,7 @@ def _store_errors(operation: str, handler: Handler) -> Handler:
         except BridgeError:
             raise
         except OSError as e:
-            from pybridge.arrays.oserrors import reason, store_error
+            from pybridge.zarr.oserrors import reason, store_error
 
             try:
                 ref = store_ref(call)
@@ -105,9 +105,10 @@ def _ref(call: Call) -> StoreRef:
 
 
 def _meta(call: Call, ref: StoreRef, kv: KV, fresh: bool = False) -> ArrayMeta:
-    from pybridge.arrays.metadata import open_meta
+    from pybridge.zarr.metadata import open_meta
 
-    return open_meta(ref, call.context.settings.allow_pickle, kv, fresh)
+    return open_meta(ref, call.context.settings.allow_pickle, kv, fresh,
+                     call.context.metadata_cache)
 
 
 def _check_writable(call: Call) -> None:
@@ -115,7 +116,7 @@ def _check_writable(call: Call) -> None:
         raise ReadOnly("the node was opened with mode 'r'", mode="r")
 
 
-#: How a handler holds its array's extent lock (:mod:`pybridge.arrays.extent`).
+#: How a handler holds its array's extent lock (:mod:`pybridge.zarr.extent`).
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
 
@@ -130,8 +131,8 @@ def _array(call: Call, writable: bool = False, extent: str | None = None,
     (read afresh for ``EXCLUSIVE``). ``upload`` is taken before waiting for
     the lock, if the request has to wait.
     """
-    from pybridge.arrays.extent import EXTENT, extent_key
-    from pybridge.arrays.kv import session
+    from pybridge.zarr.extent import extent_key
+    from pybridge.zarr.kv import session
 
     if writable:
         _check_writable(call)
@@ -145,14 +146,14 @@ def _array(call: Call, writable: bool = False, extent: str | None = None,
             if upload is not None:
                 upload.take(_meta(call, ref, kv))
 
-        with EXTENT.hold(extent_key(ref), extent == EXCLUSIVE, call, before_wait):
+        with call.context.extent_locks.hold(extent_key(ref), extent == EXCLUSIVE, call, before_wait):
             yield _meta(call, ref, kv, fresh=extent == EXCLUSIVE), kv
 
 
 # -- create / open -----------------------------------------------------------
 
 def create(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.create import create_array
+    from pybridge.zarr.create import create_array
 
     p = dict(call.params)
     for key in ("compressor", "filters", "fill_value"):
@@ -161,7 +162,7 @@ def create(call: Call) -> dict[str, Any]:
     if p["attributes"] is not None:
         check_json(p["attributes"], "attributes")
     ref = store_ref(call, create=p["mode"] not in ("r", "r+"))
-    meta = create_array(ref, p, call.context.settings.allow_pickle)
+    meta = create_array(ref, p, call.context.settings.allow_pickle, call.context.metadata_cache)
     return {"metadata": meta.wire}
 
 
@@ -173,19 +174,11 @@ def open_(call: Call) -> dict[str, Any]:
 # -- read / write -------------------------------------------------------------
 
 def read(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.read import read_array
+    from pybridge.zarr.read import read_array
 
     p = call.params
     with _array(call, extent=SHARED) as (meta, kv):
         return read_array(call, meta, kv, p["start"], p["stop"], p["step"], p["handoff"])
-
-
-def _payload(call: Call) -> None:
-    p = call.params
-    given = [k for k in ("data", "stream", "shm", "values") if p[k] is not None]
-    if len(given) != 1:
-        raise InvalidParams("give exactly one of 'data', 'stream', 'shm' and 'values'",
-                            param="data", expected="bin")
 
 
 class _Upload:
@@ -193,7 +186,7 @@ class _Upload:
     the request must wait: for a zip archive's write session, or for the
     array's extent lock. A request that waited with its upload unread would
     stop the reader thread once its queue is full, and the holder might need
-    that thread (see :func:`pybridge.arrays.write.spool_upload`).
+    that thread (see :func:`pybridge.zarr.write.spool_upload`).
     ``pieces`` is the taken upload, or None when it is still to be read.
     """
 
@@ -203,7 +196,7 @@ class _Upload:
         self.pieces: Iterator[bytes] | None = None
         if call.params["stream"] is not None and call.params["store"].get("kind") == "zip":
             _check_writable(call)
-            from pybridge.arrays.kv import session
+            from pybridge.zarr.kv import session
 
             ref = _ref(call)
             with session(ref) as kv:
@@ -211,9 +204,9 @@ class _Upload:
 
     def take(self, meta: ArrayMeta) -> None:
         """Take the upload now (once), checking its declared size against ``meta``."""
-        from pybridge.arrays.chunks import product
-        from pybridge.arrays.worker import out_dtype
-        from pybridge.arrays.write import spool_upload
+        from pybridge.zarr.chunk_tasks import out_dtype
+        from pybridge.zarr.chunks import product
+        from pybridge.zarr.write import spool_upload
 
         if self.pieces is not None or self.call.params["stream"] is None:
             return
@@ -225,10 +218,9 @@ class _Upload:
 
 
 def write(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.write import write_array
+    from pybridge.zarr.write import write_array
 
     p = call.params
-    _payload(call)
     upload = _Upload(call, p["shape"])
     with _array(call, writable=True, extent=SHARED, upload=upload) as (meta, kv):
         return write_array(call, meta, kv, p["start"], p["shape"], p["data"], p["values"],
@@ -238,18 +230,18 @@ def write(call: Call) -> dict[str, Any]:
 # -- resize / append / raw chunks ------------------------------------------------
 
 def resize(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.ops import resize as resize_
+    from pybridge.zarr.ops import resize as resize_
 
     with _array(call, writable=True, extent=EXCLUSIVE) as (meta, kv):
-        new = resize_(meta, kv, call.params["shape"], call.context.settings.allow_pickle)
+        new = resize_(meta, kv, call.params["shape"], call.context.settings.allow_pickle,
+                      call.context.metadata_cache)
         return {"metadata": new.wire}
 
 
 def append(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.ops import append as append_
+    from pybridge.zarr.ops import append as append_
 
     p = call.params
-    _payload(call)
     upload = _Upload(call, p["shape"])
     with _array(call, writable=True, extent=EXCLUSIVE, upload=upload) as (meta, kv):
         done = append_(call, meta, kv, p["axis"], p["shape"], p["data"], p["values"],
@@ -259,21 +251,21 @@ def append(call: Call) -> dict[str, Any]:
 
 
 def chunk_keys(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.ops import chunk_keys as keys
+    from pybridge.zarr.ops import chunk_keys as keys
 
     with _array(call) as (meta, kv):
         return {"keys": keys(meta, kv)}
 
 
 def stats(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.ops import stats as array_stats
+    from pybridge.zarr.ops import stats as array_stats
 
     with _array(call) as (meta, kv):
         return array_stats(meta, kv)
 
 
 def read_chunk_raw(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.ops import read_chunk_raw as read_raw
+    from pybridge.zarr.ops import read_chunk_raw as read_raw
 
     with _array(call) as (meta, kv):
         raw = read_raw(meta, kv, call.params["key"])
@@ -281,15 +273,12 @@ def read_chunk_raw(call: Call) -> dict[str, Any]:
 
 
 def write_chunk_raw(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.ops import write_chunk_raw as write_raw
+    from pybridge.zarr.ops import write_chunk_raw as write_raw
 
     p = call.params
-    if sum(p[k] is not None for k in ("data", "stream", "shm")) != 1:
-        raise InvalidParams("give exactly one of 'data', 'stream' and 'shm'", param="data",
-                            expected="bin")
-    data = p["data"] if p["data"] is not None else call.read_upload()
+    data = call.payload()
     with _array(call, writable=True, extent=SHARED) as (meta, kv):
-        write_raw(meta, kv, p["key"], data)
+        write_raw(call, meta, kv, p["key"], data)
     return {}
 
 
@@ -322,7 +311,7 @@ def get_attributes(call: Call) -> dict[str, Any]:
 
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
-    from pybridge.arrays.metadata import forget, zarr_array
+    from pybridge.zarr.metadata import zarr_array
 
     attrs = call.params["attributes"]
     check_json(attrs, "attributes")
@@ -336,7 +325,7 @@ def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
                 z.attrs.put(attrs)
             out = dict(z.attrs.asdict())
         finally:
-            forget(meta.ref)
+            call.context.metadata_cache.forget(meta.ref)
     return {"attributes": out}
 
 
@@ -357,8 +346,11 @@ _VALUES = Param("array of str or bin",
                 False, None, True)
 
 #: An upload handoff (PROTOCOL.md §3): ``{"path": str, "bytes": int}``,
-#: checked by :meth:`pybridge.call.Call.upload_file`.
+#: checked by :meth:`pybridge.rpc.call.Call.upload_handoff`.
 _SHM = Map(required=False)
+
+_BYTES = ("data", "stream", "shm")
+_BYTES_OR_VALUES = (*_BYTES, "values")
 
 _METHODS: list[Method] = [
     Method("array.create", create, {
@@ -402,7 +394,7 @@ _METHODS: list[Method] = [
         "stream": Map(required=False),
         "shm": _SHM,
         "values": _VALUES,
-    }),
+    }, payload=_BYTES_OR_VALUES),
     Method("array.resize", resize, {
         **_STORE,
         "mode": Str(required=False, default="r+", choices=_OPEN_MODES),
@@ -417,7 +409,7 @@ _METHODS: list[Method] = [
         "stream": Map(required=False),
         "shm": _SHM,
         "values": _VALUES,
-    }),
+    }, payload=_BYTES_OR_VALUES),
     Method("array.chunk_keys", chunk_keys, dict(_STORE)),
     Method("array.read_chunk_raw", read_chunk_raw, {**_STORE, "key": Str()}),
     Method("array.write_chunk_raw", write_chunk_raw, {
@@ -427,7 +419,7 @@ _METHODS: list[Method] = [
         "data": Bin(required=False),
         "stream": Map(required=False),
         "shm": _SHM,
-    }),
+    }, payload=_BYTES),
     Method("array.get_attributes", get_attributes, dict(_STORE)),
     Method("array.put_attributes", put_attributes, {
         **_STORE,

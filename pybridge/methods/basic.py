@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from pybridge import PROTOCOL_VERSION, __version__
 from pybridge.errors import Cancelled, InvalidParams, ProtocolMismatch
-from pybridge.methods import Method
-from pybridge.params import Bin, Int, Map, Str
+from pybridge.methods.method import Method
+from pybridge.rpc.params import Bin, Int, Map, Str
 
 if TYPE_CHECKING:
-    from pybridge.call import Call
+    from pybridge.rpc.call import Call
 
 __all__ = ["METHODS", "capabilities", "handoff_status", "versions"]
 
@@ -83,9 +83,9 @@ def versions() -> dict[str, str]:
 
 def handoff_status(settings: Any) -> dict[str, Any]:
     """``hello``'s ``"handoff"`` map: whether ``/dev/shm`` can take a handoff
-    of the threshold's size now (:func:`pybridge.shm.probe`). When it cannot,
+    of the threshold's size now (:func:`pybridge.handoff.shm.probe`). When it cannot,
     every result and upload goes by the pipe."""
-    from pybridge.shm import probe
+    from pybridge.handoff.shm import probe
 
     return probe(int(getattr(settings, "handoff_threshold", 0)))
 

@@ -1,6 +1,6 @@
 """The ``codec.*`` methods (PROTOCOL.md §6).
 
-Every encode and decode runs in the worker pool (:mod:`pybridge.tasks`), so
+Every encode and decode runs in the worker pool (:mod:`pybridge.pool.codec_tasks`), so
 the sidecar's own threads only check params, move bytes and reply. Codec
 configs and dtypes are checked here first, so a bad request is answered
 without a round trip to a worker and a forbidden codec never reaches one.
@@ -8,7 +8,7 @@ without a round trip to a worker and a forbidden codec never reaches one.
 Large inputs may arrive as an upload stream (``"stream": {"bytes": n}`` in
 place of ``"data"``) or an upload handoff file (``"shm"``), and large
 results leave as a result stream
-(:meth:`~pybridge.call.Call.reply_bytes`). Variable-length data (``string``
+(:meth:`~pybridge.rpc.call.Call.reply_bytes`). Variable-length data (``string``
 and ``bytes`` dtypes, and codecs such as ``vlen-utf8`` or ``json2`` that work
 on object arrays) travels as ``"values"``, a list, in both directions.
 
@@ -24,12 +24,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import BridgeError, DataSizeMismatch, InvalidParams, TooLarge
-from pybridge.protocol import MAX_FRAME_ELEMENTS
-from pybridge.methods import Method
-from pybridge.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
+from pybridge.methods.method import Method
+from pybridge.rpc.params import Any_, Bin, Bool, Int, IntList, List, Map, Param, Str
+from pybridge.rpc.protocol import MAX_FRAME_ELEMENTS
 
 if TYPE_CHECKING:
-    from pybridge.call import Call
+    from pybridge.rpc.call import Call
 
 __all__ = ["METHODS"]
 
@@ -54,22 +54,6 @@ _SIZES = IntList(required=False, min=0)
 
 # --------------------------------------------------------------------------
 # Shared steps
-
-def _payload(call: Call, *, values_allowed: bool) -> Any:
-    """The request's input bytes: ``data``, or its upload stream; or None with values."""
-    params = call.params
-    sources = [k for k in ("data", "stream", "shm", "values")
-               if k in params and params[k] is not None and (k != "values" or values_allowed)]
-    if len(sources) != 1:
-        wanted = ("'data', 'stream', 'shm' or 'values'" if values_allowed
-                  else "'data', 'stream' or 'shm'")
-        raise InvalidParams(f"give exactly one of {wanted}", param="data", expected="bin")
-    if sources[0] == "data":
-        return params["data"]
-    if sources[0] in ("stream", "shm"):
-        return call.read_upload()
-    return None
-
 
 def _check_dtype(wire: Any) -> None:
     if wire is not None:
@@ -191,8 +175,8 @@ def _items(call: Call) -> list[Any]:
         raise InvalidParams("give 'items', or 'sizes' with the items uploaded back to back "
                             "('stream' or 'shm')", param="items", expected="array of bin")
     sizes: list[int] = p["sizes"]
-    if call.has_upload_file:
-        data: Any = call.upload_file().segment().buf
+    if call.has_upload_handoff:
+        data: Any = call.upload_handoff().segment().buf
     else:
         data = memoryview(call.read_upload())
     nbytes = memoryview(data).nbytes
@@ -216,29 +200,29 @@ def codec_list(call: Call) -> dict[str, Any]:
 
 
 def codec_encode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
-    payload = _payload(call, values_allowed=True)
+    payload = call.payload()
     result = _run_one(call, tasks.encode, p["codec"], p["dtype"], p["shape"], p["values"], allow,
                       payload=payload)
     return _reply(call, result)
 
 
 def codec_decode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
-    payload = _payload(call, values_allowed=False)
+    payload = call.payload()
     result = _run_one(call, tasks.decode, p["codec"], p["dtype"], p["shape"], allow,
                       payload=payload)
     return _reply(call, result)
 
 
 def codec_encode_many(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
@@ -248,17 +232,17 @@ def codec_encode_many(call: Call) -> dict[str, Any]:
 
 
 def codec_decode_many(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     allow = _checked_codec(call)
-    from pybridge.handoff import HandoffUnavailable
+    from pybridge.handoff.results import HandoffUnavailable
 
     items = _items(call)
     handoff = p["handoff"]
     if handoff:
         sizes = _decoded_sizes(p["codec"], items, p["dtype"], p["shape"])
-        if sizes is not None and sum(sizes) >= call.settings.handoff_threshold:
+        if sizes is not None and call.way_back(sum(sizes), True) == "handoff":
             try:
                 return _decode_many_handoff(call, items, sizes)
             except HandoffUnavailable:
@@ -266,7 +250,7 @@ def codec_decode_many(call: Call) -> dict[str, Any]:
     results = _run_many(call, tasks.decode, items, p["codec"], p["dtype"], p["shape"], allow)
     if handoff and not any(isinstance(r, list) for r in results):
         total = sum(memoryview(r).nbytes for r in results)
-        if total >= call.settings.handoff_threshold:
+        if call.way_back(total, True) == "handoff":
             with contextlib.suppress(HandoffUnavailable):  # else by the pipe
                 return _items_handoff(call, results, total)
     return _reply_items(call, results)
@@ -279,8 +263,8 @@ def _decoded_sizes(config: Any, items: list[Any], wire_dtype: Any,
     From ``dtype`` and ``shape`` when both are given, else from the codec's
     header (zstd, blosc, lz4).
     """
-    from pybridge import tasks
     from pybridge.dtypes import is_variable, parse_dtype
+    from pybridge.pool import codec_tasks as tasks
 
     if wire_dtype is not None:
         dt = parse_dtype(wire_dtype)
@@ -312,9 +296,9 @@ def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict
     """
     import os
 
-    from pybridge import tasks
-    from pybridge.handoff import handoff_segment
-    from pybridge.shm import pwrite_all
+    from pybridge.handoff.results import result_handoff
+    from pybridge.handoff.shm import pwrite_all
+    from pybridge.pool import codec_tasks as tasks
 
     p = call.params
     pool = call.context.pool
@@ -322,7 +306,7 @@ def _decode_many_handoff(call: Call, items: list[Any], sizes: list[int]) -> dict
     offsets = [0] * len(sizes)
     for k in range(1, len(sizes)):
         offsets[k] = offsets[k - 1] + sizes[k - 1]
-    with handoff_segment(call, total) as seg:
+    with result_handoff(call, total) as seg:
         where: dict[Future[Any], int] = {}
         try:
             for a, b in _runs(sizes, pool.size):
@@ -372,11 +356,11 @@ def _items_handoff(call: Call, results: list[Any], total: int) -> dict[str, Any]
     """Write decoded items (whose sizes were not known up front) into one handoff segment."""
     import os
 
-    from pybridge.handoff import handoff_segment
-    from pybridge.shm import pwrite_all
+    from pybridge.handoff.results import result_handoff
+    from pybridge.handoff.shm import pwrite_all
 
     sizes = []
-    with handoff_segment(call, total) as seg:
+    with result_handoff(call, total) as seg:
         fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             offset = 0
@@ -431,20 +415,20 @@ def _pipeline_spec(call: Call, *, encode: bool) -> dict[str, Any]:
 
 
 def codec_pipeline_encode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     spec = _pipeline_spec(call, encode=True)
-    payload = _payload(call, values_allowed=True)
+    payload = call.payload()
     result = _run_one(call, tasks.pipeline_encode, spec, call.settings.allow_pickle,
                       payload=payload)
     return _reply(call, result)
 
 
 def codec_pipeline_decode(call: Call) -> dict[str, Any]:
-    from pybridge import tasks
+    from pybridge.pool import codec_tasks as tasks
 
     spec = _pipeline_spec(call, encode=False)
-    payload = _payload(call, values_allowed=False)
+    payload = call.payload()
     result = _run_one(call, tasks.pipeline_decode, spec, call.settings.allow_pickle,
                       payload=payload)
     return _reply(call, result)
@@ -470,20 +454,24 @@ _PIPELINE: dict[str, Param] = {
     "shm": _SHM,
 }
 
+_BYTES = ("data", "stream", "shm")
+_BYTES_OR_VALUES = (*_BYTES, "values")
+
 METHODS: list[Method] = [
     Method("codec.list", codec_list, {}),
     Method("codec.encode", codec_encode, {
         "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "values": _VALUES,
-        "dtype": _DTYPE, "shape": _SHAPE}),
+        "dtype": _DTYPE, "shape": _SHAPE}, payload=_BYTES_OR_VALUES),
     Method("codec.decode", codec_decode, {
         "codec": _CODEC, "data": _DATA, "stream": _STREAM, "shm": _SHM, "dtype": _DTYPE,
-        "shape": _SHAPE}),
+        "shape": _SHAPE}, payload=_BYTES),
     Method("codec.encode_many", codec_encode_many, {
         "codec": _CODEC, "items": _ITEMS, "sizes": _SIZES, "stream": _STREAM, "shm": _SHM,
         "dtype": _DTYPE, "shape": _SHAPE}),
     Method("codec.decode_many", codec_decode_many, {
         "codec": _CODEC, "items": _ITEMS, "sizes": _SIZES, "stream": _STREAM, "shm": _SHM,
         "dtype": _DTYPE, "shape": _SHAPE, "handoff": Bool(required=False, default=False)}),
-    Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES}),
-    Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE),
+    Method("codec.pipeline_encode", codec_pipeline_encode, {**_PIPELINE, "values": _VALUES},
+           payload=_BYTES_OR_VALUES),
+    Method("codec.pipeline_decode", codec_pipeline_decode, _PIPELINE, payload=_BYTES),
 ]

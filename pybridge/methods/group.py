@@ -2,7 +2,7 @@
 
 Like the array methods, each request names its store and the group's path
 inside it, and runs inside one store session. The work is in
-:mod:`pybridge.arrays.groups`, imported by the handlers.
+:mod:`pybridge.zarr.groups`, imported by the handlers.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pybridge.errors import ReadOnly
-from pybridge.methods import Method
 from pybridge.methods.array import check_json, store_ref, with_store_errors
-from pybridge.params import Int, Map, Str
+from pybridge.methods.method import Method
+from pybridge.rpc.params import Int, Map, Str
 
 if TYPE_CHECKING:
-    from pybridge.arrays.kv import KV
-    from pybridge.arrays.store import StoreRef
-    from pybridge.call import Call
+    from pybridge.rpc.call import Call
+    from pybridge.zarr.kv import KV
+    from pybridge.zarr.store import StoreRef
 
 __all__ = ["METHODS"]
 
@@ -31,7 +31,7 @@ _STORE = {"store": Map(), "path": Str(required=False, default="")}
 @contextlib.contextmanager
 def _session(call: Call, writable: bool, create: bool = False
              ) -> Iterator[tuple[StoreRef, KV]]:
-    from pybridge.arrays.kv import session
+    from pybridge.zarr.kv import session
 
     if writable and call.params.get("mode") == "r":
         raise ReadOnly("the group was opened with mode 'r'", mode="r")
@@ -41,7 +41,7 @@ def _session(call: Call, writable: bool, create: bool = False
 
 
 def create(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.groups import create_group, group_info
+    from pybridge.zarr.groups import create_group, group_info
 
     p = call.params
     if p["attributes"] is not None:
@@ -53,7 +53,7 @@ def create(call: Call) -> dict[str, Any]:
 
 
 def open_(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.groups import create_group, group_info, open_group
+    from pybridge.zarr.groups import create_group, group_info, open_group
 
     p = call.params
     if p["mode"] == "a":
@@ -65,38 +65,37 @@ def open_(call: Call) -> dict[str, Any]:
 
 
 def members(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.groups import members as members_
+    from pybridge.zarr.groups import members as members_
 
     with _session(call, writable=False) as (ref, kv):
         return {"members": members_(ref, kv)}
 
 
 def tree(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.groups import tree as tree_
+    from pybridge.zarr.groups import tree as tree_
 
     with _session(call, writable=False) as (ref, kv):
         return {"nodes": tree_(ref, kv)}
 
 
 def get_attributes(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.groups import group_info, open_group
+    from pybridge.zarr.groups import group_info, open_group
 
     with _session(call, writable=False) as (ref, kv):
         return {"attributes": group_info(kv, open_group(ref, kv))["attributes"]}
 
 
 def _set_attributes(call: Call, merge: bool) -> dict[str, Any]:
-    from pybridge.arrays.groups import set_attributes
-    from pybridge.arrays.write import LOCKS
+    from pybridge.zarr.groups import set_attributes
 
     attrs = call.params["attributes"]
     check_json(attrs, "attributes")
     with _session(call, writable=True) as (ref, kv):
-        keys = LOCKS.acquire([(ref.dir, "attributes")])
+        keys = call.context.chunk_locks.acquire([(ref.dir, "attributes")])
         try:
             return {"attributes": set_attributes(ref, kv, attrs, merge)}
         finally:
-            LOCKS.release(keys)
+            call.context.chunk_locks.release(keys)
 
 
 def put_attributes(call: Call) -> dict[str, Any]:
@@ -108,7 +107,7 @@ def update_attributes(call: Call) -> dict[str, Any]:
 
 
 def consolidate_metadata(call: Call) -> dict[str, Any]:
-    from pybridge.arrays.groups import consolidate, group_info
+    from pybridge.zarr.groups import consolidate, group_info
 
     with _session(call, writable=True) as (ref, kv):
         return {"group": group_info(kv, consolidate(ref, kv))}

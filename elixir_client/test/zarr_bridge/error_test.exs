@@ -5,36 +5,8 @@ defmodule ZarrBridge.ErrorTest do
 
   doctest ZarrBridge.Error
 
-  @repo Path.expand("../../..", __DIR__)
-
-  describe "the closed set of codes" do
-    test "is the set of PROTOCOL.md section 5" do
-      protocol = File.read!(Path.join(@repo, "protocol/PROTOCOL.md"))
-      [_, section] = String.split(protocol, "## 5. Errors", parts: 2)
-      [section | _] = String.split(section, "\n## ", parts: 2)
-
-      table = for [_, code] <- Regex.scan(~r/^\| `([a-z_]+)` \|/m, section), do: code
-
-      [_, client_text] = String.split(section, "Client-side codes", parts: 2)
-      client = for [_, code] <- Regex.scan(~r/`([a-z_]+)` \(/, client_text), do: code
-
-      assert length(table) > 20
-      assert client == ["timeout", "sidecar_exited", "sidecar_unavailable"]
-      assert Enum.map(Error.codes(), &Atom.to_string/1) == table ++ client
-    end
-
-    test "covers every code the sidecar's error classes carry" do
-      errors_py = File.read!(Path.join(@repo, "pybridge/errors.py"))
-
-      python =
-        for [_, code] <- Regex.scan(~r/^    code(?:: str)? = "([a-z_]+)"/m, errors_py), do: code
-
-      # "cancelled" is never sent: a cancelled request gets no reply.
-      sent = Enum.uniq(python) -- ["cancelled"]
-      assert length(sent) > 20
-      assert sent -- Enum.map(Error.codes(), &Atom.to_string/1) == []
-    end
-  end
+  # The closed set of codes is checked against protocol/contract.json in
+  # contract_test.exs.
 
   describe "from_wire/1" do
     test "maps every wire code to its atom" do

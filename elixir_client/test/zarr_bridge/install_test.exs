@@ -17,7 +17,7 @@ defmodule ZarrBridge.InstallTest do
       assert {:ok, []} = ZarrBridgePython.sync(@repo, target)
       assert {:noop, []} = ZarrBridgePython.sync(@repo, target)
 
-      for rel <- ["pybridge/__init__.py", "pybridge/arrays/read.py", "pyproject.toml"] do
+      for rel <- ["pybridge/__init__.py", "pybridge/zarr/read.py", "pyproject.toml"] do
         assert File.read!(Path.join(target, rel)) == File.read!(Path.join(@repo, rel))
       end
 
