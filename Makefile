@@ -6,7 +6,7 @@ export LANG := C.UTF-8
 export LC_ALL := C.UTF-8
 VENV_PY := .venv/bin/python
 
-.PHONY: setup demo test lint lint-elixir test-python test-elixir bench fuzz soak clean
+.PHONY: setup demo test lint lint-elixir lint-python test-python test-elixir bench fuzz soak clean
 
 setup:
 	@scripts/setup.sh
@@ -34,7 +34,11 @@ lint-elixir:
 	  && mix xref graph --format cycles --fail-above 0 \
 	  && mix xref graph --format cycles --label compile-connected --fail-above 0
 
-lint: lint-elixir
+lint-python: setup
+	@echo "==> Python gates: mypy --strict, ruff"
+	@$(VENV_PY) -m mypy && $(VENV_PY) -m ruff check pybridge
+
+lint: lint-elixir lint-python
 
 test-python: setup
 	$(VENV_PY) -m pytest -q tests

@@ -383,7 +383,7 @@ def open_remote_store(
         return store
     from .retry import RetryingStore
 
-    return RetryingStore(store, spec)
+    return RetryingStore(store, spec, translate_error)
 
 
 def _client_options(spec: RemoteSpec) -> dict[str, Any]:
@@ -406,7 +406,7 @@ def _retry_config(spec: RemoteSpec) -> dict[str, Any]:
     }
 
 
-def _split_obstore_options(spec: RemoteSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+def _split_obstore_options(spec: RemoteSpec) -> tuple[Any, Any]:
     """``storage_options`` split into obstore config keys and ``client_options``."""
     config = dict(spec.storage_options)
     client = {**_client_options(spec), **config.pop("client_options", {})}
@@ -487,7 +487,7 @@ def _http_obstore(spec: RemoteSpec) -> Store:
     from obstore.store import HTTPStore
     from zarr.storage import ObjectStore
 
-    config, client = _split_obstore_options(spec)
+    _, client = _split_obstore_options(spec)
     store = HTTPStore(spec.url, client_options=client, retry_config=_retry_config(spec))  # type: ignore[arg-type]
     return ObjectStore(store, read_only=True)
 
@@ -566,7 +566,8 @@ def _azure_fsspec(spec: RemoteSpec) -> Store:
         parts.append(f"BlobEndpoint={spec.endpoint_url}")
         options["connection_string"] = ";".join(parts) + ";"
     else:
-        for name, target in (("account_name", "account_name"), ("account_key", "account_key"), ("sas_token", "sas_token")):
+        for name, target in (("account_name", "account_name"), ("account_key", "account_key"),
+                             ("sas_token", "sas_token")):
             if name in creds:
                 options[target] = creds[name]
         if spec.endpoint_url:
@@ -591,7 +592,8 @@ def _suffix_safe_adlfs() -> type[Any]:
         import adlfs
 
         class SuffixSafeAzureBlobFileSystem(adlfs.AzureBlobFileSystem):  # type: ignore[misc]
-            async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+            async def _cat_file(self, path: str, start: int | None = None,
+                                end: int | None = None, **kwargs: Any) -> bytes:
                 if (start is not None and start < 0) or (end is not None and end < 0):
                     size = (await self._info(path))["size"]
                     start = None if start is None else max(0, size + start) if start < 0 else start
@@ -672,7 +674,8 @@ def probe(store: Store, spec: RemoteSpec) -> None:
             try:
                 await fs._info(spec.bucket)
             except FileNotFoundError:
-                raise NoSuchBucket(f"{spec.location}: the bucket {spec.bucket} does not exist", url=spec.location) from None
+                raise NoSuchBucket(f"{spec.location}: the bucket {spec.bucket} does not exist",
+                                   url=spec.location) from None
         async for _ in store.list_dir(""):
             break
 
@@ -689,11 +692,12 @@ def store_errors(spec: RemoteSpec) -> Iterator[None]:
         if isinstance(exc, (InvalidParams, ForbiddenPath, ReadOnly, NotFound, AccessDenied, NoSuchBucket)):
             raise
         raise type(exc)(redact(exc.message, spec.secrets()), **exc.details) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every store library error is translated
         raise translate_error(exc, spec) from None
 
 
-_BUCKET_MISSING = ("nosuchbucket", "bucket does not exist", "containernotfound", "container does not exist", "the specified bucket", "no such bucket")
+_BUCKET_MISSING = ("nosuchbucket", "bucket does not exist", "containernotfound",
+                   "container does not exist", "the specified bucket", "no such bucket")
 _DENIED = (
     "accessdenied", "access denied", "invalidaccesskeyid", "signaturedoesnotmatch",
     "authenticationfailed", "authorizationfailure", "unauthorized", "forbidden",
@@ -734,7 +738,8 @@ def _classify(exc: BaseException, low: str) -> type[BridgeError]:
         return AccessDenied
     if name == "NotFoundError" or isinstance(exc, FileNotFoundError):
         return NotFound
-    if isinstance(exc, (ConnectionError, TimeoutError)) or name in ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError"):
+    if isinstance(exc, (ConnectionError, TimeoutError)) or name in (
+            "ClientConnectorError", "ServerDisconnectedError", "ClientOSError"):
         return StoreUnavailable
     if any(s in low for s in _DENIED) or _DENIED_STATUS.search(low):
         return AccessDenied

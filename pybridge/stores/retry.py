@@ -34,12 +34,14 @@ T = TypeVar("T")
 class RetryingStore(WrapperStore["Store"]):
     """``store`` with its reads retried on transient errors (see the module docstring)."""
 
-    def __init__(self, store: Store, spec: RemoteSpec) -> None:
+    def __init__(self, store: Store, spec: RemoteSpec,
+                 translate: Callable[[BaseException, RemoteSpec], Exception]) -> None:
         super().__init__(store)
         self._spec = spec
+        self._translate = translate  # the error a failure means (remote.translate_error)
 
     def _with_store(self, store: Store) -> RetryingStore:
-        return type(self)(store, self._spec)
+        return type(self)(store, self._spec, self._translate)
 
     def __repr__(self) -> str:
         return f"RetryingStore({self._spec.engine} {self._spec.location})"
@@ -48,16 +50,14 @@ class RetryingStore(WrapperStore["Store"]):
         return self._spec.location
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        from .remote import translate_error
-
         policy = self._spec.retry
         deadline = time.monotonic() + policy.timeout_s
         attempt = 0
         while True:
             try:
                 return await call()
-            except Exception as exc:  # noqa: BLE001 - classified below
-                transient = isinstance(translate_error(exc, self._spec), StoreUnavailable)
+            except Exception as exc:
+                transient = isinstance(self._translate(exc, self._spec), StoreUnavailable)
                 delay = policy.initial_backoff_s * (2**attempt) * (0.5 + random.random() / 2)
                 if not transient or attempt >= policy.max_retries or time.monotonic() + delay > deadline:
                     raise

@@ -64,7 +64,18 @@ defmodule Mix.Tasks.Compile.ZarrBridgePython do
       |> Enum.reject(&MapSet.member?(names, Path.relative_to(&1, target)))
 
     Enum.each(stale, &File.rm!/1)
+    remove_empty_dirs(target)
     if copied + length(stale) > 0, do: {:ok, []}, else: {:noop, []}
+  end
+
+  # Directories a moved module left behind (deepest first).
+  defp remove_empty_dirs(target) do
+    target
+    |> Path.join("**")
+    |> Path.wildcard(match_dot: true)
+    |> Enum.filter(&File.dir?/1)
+    |> Enum.sort_by(&(-length(Path.split(&1))))
+    |> Enum.each(fn dir -> if File.ls!(dir) == [], do: File.rmdir!(dir) end)
   end
 
   @doc false

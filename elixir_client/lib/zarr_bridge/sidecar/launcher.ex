@@ -132,10 +132,11 @@ defmodule ZarrBridge.Sidecar.Launcher do
     e in ErlangError -> {:error, "cannot run #{launch.python}: #{inspect(e.original)}"}
   end
 
-  @doc "The modules the sidecar's workers import (pybridge.workers.PRELOAD)."
+  @doc "The modules the sidecar's workers import (pybridge.pool.pool.PRELOAD)."
   @spec worker_modules() :: [String.t()]
   def worker_modules,
-    do: ~w(pybridge.workers pybridge.tasks pybridge.arrays.worker numpy numcodecs zarr)
+    do:
+      ~w(pybridge.pool.pool pybridge.pool.codec_tasks pybridge.zarr.chunk_tasks numpy numcodecs zarr)
 
   # The :env option wins, except that a PYTHONPATH the launch needs (a
   # release's site directory) stays on the path, after the option's entries.

@@ -1,7 +1,7 @@
 defmodule ZarrBridge.Sidecar.Protocol do
   @moduledoc false
   # The frames of protocol/PROTOCOL.md, built and parsed: the Elixir mirror
-  # of pybridge/protocol.py. Pure functions over ZarrBridge.Msgpack; no
+  # of pybridge/rpc/protocol.py. Pure functions over ZarrBridge.Msgpack; no
   # process, no side effects. A request is
   # [0, id, method, params], a response [1, id, error, result], a
   # notification [2, method, params].
