@@ -95,8 +95,16 @@ defmodule ZarrBridge.ReliabilityTest do
     )
   end
 
-  defp await_ready(pid) do
-    assert eventually(fn -> match?({:ok, _}, Sidecar.info(pid)) end, 30_000),
+  # Ready again with a new OS process: `info` answers from the connection's
+  # table, so right after a kill it may still describe the killed sidecar.
+  defp await_restarted(pid, killed_os_pid) do
+    assert eventually(
+             fn ->
+               match?({:ok, _}, Sidecar.info(pid)) and
+                 match?({:ok, os_pid} when os_pid != killed_os_pid, Sidecar.os_pid(pid))
+             end,
+             30_000
+           ),
            "the sidecar did not come back"
   end
 
@@ -207,7 +215,7 @@ defmodule ZarrBridge.ReliabilityTest do
             reply = Task.await(writer, 120_000)
 
             # a second failure within 30 s is restarted after a backoff
-            await_ready(pid)
+            await_restarted(pid, os_pid)
             assert {:ok, %{"data" => {:bin, data}}} = read_all(pid, dir)
             # every chunk of any earlier generation (a killed write leaves
             # some chunks new and the others as they were)
