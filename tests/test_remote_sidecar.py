@@ -155,6 +155,9 @@ def test_error_codes_carry_no_credentials(sc: SidecarProcess, ep: Endpoint) -> N
     reply = err(sc.call("array.create", {"store": gone, "path": "a", "shape": [2], "chunks": [2], "dtype": "uint8"}),
                 "no_such_bucket")
     assert secret not in str(reply)
+    # a read in a missing bucket looks like a missing key to the store library
+    reply = err(sc.call("array.open", {"store": gone, "path": "a", "mode": "r"}), "no_such_bucket")
+    assert secret not in str(reply)
     assert ok(sc.call("ping"))["pong"]
 
 

@@ -398,6 +398,30 @@ class RemoteKV(KV):
 
 
 @contextlib.contextmanager
+def _bucket_checked(ref: StoreRef) -> Iterator[None]:
+    """A ``not_found`` inside is ``no_such_bucket`` when the bucket itself is
+    missing (object stores answer a read in a missing bucket as a missing
+    key). Checked only then, with one listing: any other answer to it keeps
+    the ``not_found``."""
+    from pybridge.errors import NoSuchBucket, NotFound
+
+    try:
+        yield
+    except NotFound:
+        spec = ref.remote.spec
+        if spec.kind in ("s3", "gcs", "azure"):
+            from pybridge.stores import probe
+
+            try:
+                probe(ref.remote.store, spec)
+            except NoSuchBucket:
+                raise
+            except Exception:  # noqa: BLE001 - the first error is the answer
+                pass
+        raise
+
+
+@contextlib.contextmanager
 def session(ref: StoreRef, writable: bool = False) -> Iterator[KV]:
     """A :class:`KV` for ``ref``'s store; writes to a zip store commit at the end."""
     if ref.kind == "filesystem":
@@ -407,7 +431,8 @@ def session(ref: StoreRef, writable: bool = False) -> Iterator[KV]:
         yield MemoryKV(ref, writable)
         return
     if ref.kind == "remote":
-        yield RemoteKV(ref, writable)
+        with _bucket_checked(ref):
+            yield RemoteKV(ref, writable)
         return
     from pybridge.zarr.zipstore import ZipSession, open_reader, session_lock
 
