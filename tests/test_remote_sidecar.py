@@ -204,3 +204,17 @@ def test_server_stopped_then_restarted_mid_use(sc: SidecarProcess) -> None:
         assert sc.call("array.read", {"store": m, "path": "a"}).data == b"\x05\x06\x07\x08"
     finally:
         server.stop()
+
+
+def test_allowed_urls_setting_from_flags_and_environment() -> None:
+    from pybridge.settings import Settings, SettingsError
+
+    s = Settings.from_argv(["--allowed-url", "s3://a/x", "--allowed-url", "https://h/z"],
+                           {"PYBRIDGE_ALLOWED_URLS": "gs://ignored"})
+    assert s.allowed_urls == ("s3://a/x", "https://h/z")
+    assert s.describe()["allowed_urls"] == ("s3://a/x", "https://h/z")
+    env = Settings.from_argv([], {"PYBRIDGE_ALLOWED_URLS": "s3://one gs://two/p"})
+    assert env.allowed_urls == ("s3://one", "gs://two/p")
+    assert Settings.from_argv([], {}).allowed_urls == ()
+    with pytest.raises(SettingsError):
+        Settings.from_argv(["--allowed-url", "just-a-bucket"], {})
