@@ -218,3 +218,14 @@ def test_allowed_urls_setting_from_flags_and_environment() -> None:
     assert Settings.from_argv([], {}).allowed_urls == ()
     with pytest.raises(SettingsError):
         Settings.from_argv(["--allowed-url", "just-a-bucket"], {})
+
+
+def test_file_url_is_a_filesystem_store_under_the_allowed_roots(tmp_path: Any) -> None:
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    for d in (inside, outside):
+        zarr.create_array(str(d / "a"), shape=(3,), chunks=(3,), dtype="u1", fill_value=0)[:] = [4, 5, 6]
+    with SidecarProcess(["--allowed-root", str(inside)], workers=1) as proc:
+        m = {"kind": "url", "url": f"file://{inside}"}
+        assert proc.call("array.read", {"store": m, "path": "a"}, timeout=30).data == b"\x04\x05\x06"
+        err(proc.call("array.read", {"store": {"kind": "url", "url": f"file://{outside}"}, "path": "a"}),
+            "forbidden_path")
