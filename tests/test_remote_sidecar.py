@@ -229,3 +229,19 @@ def test_file_url_is_a_filesystem_store_under_the_allowed_roots(tmp_path: Any) -
         assert proc.call("array.read", {"store": m, "path": "a"}, timeout=30).data == b"\x04\x05\x06"
         err(proc.call("array.read", {"store": {"kind": "url", "url": f"file://{outside}"}, "path": "a"}),
             "forbidden_path")
+
+
+def test_one_store_per_map_bounded_and_keyed_without_secrets() -> None:
+    from pybridge.zarr.store import RemoteStores
+
+    stores = RemoteStores(limit=2)
+    base = {"kind": "s3", "bucket": "b", "endpoint_url": "http://127.0.0.1:1",
+            "access_key_id": "k", "secret_access_key": "very-secret-1"}
+    first = stores.get(base, None)
+    assert stores.get(dict(base), None) is first  # the same map: the same store (its connections)
+    other = stores.get({**base, "secret_access_key": "very-secret-2"}, None)
+    assert other is not first  # credentials count in the key
+    assert "very-secret" not in RemoteStores.key(base) and "very-secret" not in repr(first)
+    stores.get({**base, "prefix": "p"}, None)
+    assert len(stores) == 2
+    assert stores.get(base, None) is not first  # the least recently used one was dropped
