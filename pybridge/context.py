@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pybridge.zarr.extent import ExtentLocks
     from pybridge.zarr.locks import LockTable
     from pybridge.zarr.metadata import MetadataCache
+    from pybridge.zarr.store import RemoteStores
 
 T = TypeVar("T")
 
@@ -67,6 +68,12 @@ def _metadata_cache() -> MetadataCache:
     from pybridge.zarr.metadata import MetadataCache
 
     return MetadataCache()
+
+
+def _remote_stores() -> RemoteStores:
+    from pybridge.zarr.store import RemoteStores
+
+    return RemoteStores()
 
 
 def _handoff_janitor() -> HandoffJanitor:
@@ -143,6 +150,11 @@ class SidecarContext:
     def metadata_cache(self) -> MetadataCache:
         """The metadata of the arrays opened lately (:mod:`pybridge.zarr.metadata`)."""
         return self._one("metadata_cache", _metadata_cache)
+
+    @property
+    def remote_stores(self) -> RemoteStores:
+        """The remote stores opened so far, one per distinct store map (:class:`RemoteStores`)."""
+        return self._one("remote_stores", _remote_stores)
 
     @property
     def handoff_janitor(self) -> HandoffJanitor:

@@ -14,6 +14,7 @@ start with a clear message instead of surfacing later.
 | ``--max-request-bytes N`` | ``PYBRIDGE_MAX_REQUEST_BYTES`` | 16 GiB |
 | ``--allow-pickle`` | ``PYBRIDGE_ALLOW_PICKLE=1`` | off |
 | ``--allowed-root DIR`` (repeatable) | ``PYBRIDGE_ALLOWED_ROOTS`` (``:``-separated) | none |
+| ``--allowed-url URL`` (repeatable) | ``PYBRIDGE_ALLOWED_URLS`` (space-separated) | none |
 | ``--handoff-threshold N`` | ``PYBRIDGE_HANDOFF_THRESHOLD`` | 4 MiB |
 | ``--stdio`` | ``PYBRIDGE_STDIO=1`` | off (fds 3 and 4) |
 | (none) | ``PYBRIDGE_TEST_METHODS=1`` | off |
@@ -26,6 +27,11 @@ in bands, so the sidecar's memory does not grow with them; the limit stops a
 mistaken request (a whole 1 TB array) from running for hours. A request over
 it gets ``too_large`` before any work is done. Results handed over through
 shared memory have their own, lower cap (they live in ``/dev/shm``).
+
+``allowed_urls`` are the object-store prefixes remote stores may live under
+(``s3://bucket``, ``s3://bucket/team``, ``https://data.example.org/zarr``;
+matched at a path boundary by :func:`pybridge.stores.check_allowed`). None
+given: any location is allowed.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ class Settings:
     allow_pickle: bool = False
     test_methods: bool = False
     allowed_roots: tuple[str, ...] = ()
+    allowed_urls: tuple[str, ...] = ()
     handoff_threshold: int = 4 * MiB
     stdio: bool = False
 
@@ -126,6 +133,11 @@ class Settings:
         for root in self.allowed_roots:
             if not os.path.isabs(root):
                 raise SettingsError(f"allowed root must be an absolute path: {root!r}")
+        for url in self.allowed_urls:
+            scheme, sep, rest = url.partition("://")
+            if not sep or not scheme or not rest.strip("/"):
+                raise SettingsError(
+                    f"allowed url must be a url with a bucket or host (s3://bucket): {url!r}")
 
     @classmethod
     def from_argv(cls, argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
@@ -154,6 +166,10 @@ class Settings:
             roots_raw: list[str] = list(ns["allowed_root"])
         else:
             roots_raw = [r for r in environ.get("PYBRIDGE_ALLOWED_ROOTS", "").split(":") if r]
+        if ns["allowed_url"]:
+            urls: tuple[str, ...] = tuple(ns["allowed_url"])
+        else:
+            urls = tuple(environ.get("PYBRIDGE_ALLOWED_URLS", "").split())
         max_frame = pick(ns["max_frame_bytes"], "PYBRIDGE_MAX_FRAME_BYTES", parse_size, 64 * MiB)
         roots = tuple(os.path.realpath(r) if os.path.isabs(r) else r for r in roots_raw)
 
@@ -171,6 +187,7 @@ class Settings:
                               parse_bool, False),
             test_methods=parse_bool(environ.get("PYBRIDGE_TEST_METHODS", "")),
             allowed_roots=roots,
+            allowed_urls=urls,
             handoff_threshold=pick(ns["handoff_threshold"], "PYBRIDGE_HANDOFF_THRESHOLD",
                                    parse_size, 4 * MiB),
             stdio=pick(True if ns["stdio"] else None, "PYBRIDGE_STDIO", parse_bool, False),
@@ -192,6 +209,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "--max-request-bytes": ("max_request_bytes", "size"),
     "--allow-pickle": ("allow_pickle", "flag"),
     "--allowed-root": ("allowed_root", "append"),
+    "--allowed-url": ("allowed_url", "append"),
     "--handoff-threshold": ("handoff_threshold", "size"),
     "--stdio": ("stdio", "flag"),
 }
@@ -262,6 +280,8 @@ def _parser() -> Any:
                    help="allow codecs that can run code on decode (pickle)")
     p.add_argument("--allowed-root", action="append", metavar="DIR",
                    help="a directory stores may live under (repeatable)")
+    p.add_argument("--allowed-url", action="append", metavar="URL",
+                   help="an object-store prefix remote stores may live under (repeatable)")
     p.add_argument("--handoff-threshold", type=_argparse_size, metavar="BYTES",
                    help="smallest result sent by shared-memory handoff (default 4MiB)")
     p.add_argument("--stdio", action="store_true",

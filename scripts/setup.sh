@@ -7,7 +7,8 @@
 # - Elixir/OTP from Debian (`apt-get install elixir`) when missing. As root it
 #   installs it; otherwise it says what to install and stops.
 # - A virtualenv in .venv with the sidecar (distribution zarr-bridge-sidecar,
-#   import package pybridge) installed editable plus its test extras and its
+#   import package pybridge) installed editable plus its remote extras (the
+#   object-store engines it runs with), its test extras and its
 #   dev extras (mypy and ruff, the gates `make test` runs), and the bench
 #   extras with --bench, its dependencies pinned by constraints.txt.
 #   The Elixir tests find it at run time as this checkout's .venv.
@@ -60,8 +61,9 @@ fi
 
 venv=.venv
 stamp=$venv/.pybridge-installed
-extras=test,dev
-[ "$want_bench" -eq 1 ] && extras=test,dev,bench
+# remote: the object-store engines the sidecar needs at run time (issue 13).
+extras=remote,test,dev
+[ "$want_bench" -eq 1 ] && extras=remote,test,dev,bench
 needs_install=0
 if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv with $python"

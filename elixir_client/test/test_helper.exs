@@ -1,6 +1,6 @@
-# :remote - the object-store tests (test/zarr_bridge/remote_stores_test.exs),
-# included by the Makefile once the sidecar opens remote store maps.
-ExUnit.start(exclude: [:soak, :remote])
+# :remote - the object-store tests (test/zarr_bridge/remote_stores_test.exs)
+# run by default: they start their own servers on loopback.
+ExUnit.start(exclude: [:soak])
 
 # The suite runs real sidecars: stop at once, with the fix, when the Python
 # side is missing instead of failing test after test.

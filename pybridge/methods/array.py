@@ -63,8 +63,10 @@ def store_ref(call: Call, create: bool = False) -> StoreRef:
     """The request's ``store`` and ``path`` as a ref (``create``: make a memory store)."""
     from pybridge.zarr.store import parse_store
 
-    return parse_store(call.params["store"], call.params["path"],
-                       call.context.settings.allowed_roots, call.context.stores, create)
+    settings = call.context.settings
+    return parse_store(call.params["store"], call.params["path"], settings.allowed_roots,
+                       call.context.stores, create, call.context.remote_stores,
+                       settings.allowed_urls)
 
 
 Handler = Callable[["Call"], dict[str, Any]]

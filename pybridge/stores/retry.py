@@ -8,6 +8,11 @@ headers. :class:`RetryingStore` wraps a zarr store and retries ``get``,
 repeated here) when the failure is transient, with exponential backoff, at
 most ``max_retries`` times and never past ``timeout_s`` from the first
 attempt.
+
+Every failure that leaves the wrapper (of any method: reads, writes,
+deletes, listings) is the wire error the library's exception means
+(``translate``), so that zarr-python's in-process path and the sidecar's own
+key-value access raise the same codes, with no credential in them.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zarr.storage import WrapperStore
 
-from ..errors import StoreUnavailable
+from ..errors import BridgeError, StoreUnavailable
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteRequest, Store
@@ -49,6 +54,15 @@ class RetryingStore(WrapperStore["Store"]):
     def __str__(self) -> str:
         return self._spec.location
 
+    def _wire(self, exc: Exception) -> Exception:
+        return exc if isinstance(exc, BridgeError) else self._translate(exc, self._spec)
+
+    async def _once(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except Exception as exc:  # noqa: BLE001 - every store library error is translated
+            raise self._wire(exc) from None
+
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         policy = self._spec.retry
         deadline = time.monotonic() + policy.timeout_s
@@ -56,13 +70,21 @@ class RetryingStore(WrapperStore["Store"]):
         while True:
             try:
                 return await call()
-            except Exception as exc:
-                transient = isinstance(self._translate(exc, self._spec), StoreUnavailable)
+            except Exception as exc:  # noqa: BLE001 - every store library error is translated
+                wire = self._wire(exc)
+                transient = isinstance(wire, StoreUnavailable)
                 delay = policy.initial_backoff_s * (2**attempt) * (0.5 + random.random() / 2)
                 if not transient or attempt >= policy.max_retries or time.monotonic() + delay > deadline:
-                    raise
+                    raise wire from None
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def _listing(self, items: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for item in items:
+                yield item
+        except Exception as exc:  # noqa: BLE001 - every store library error is translated
+            raise self._wire(exc) from None
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -77,6 +99,33 @@ class RetryingStore(WrapperStore["Store"]):
 
     async def exists(self, key: str) -> bool:
         return await self._retrying(lambda: self._store.exists(key))
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._once(lambda: self._store.set(key, value))
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        await self._once(lambda: self._store.set_if_not_exists(key, value))
+
+    async def delete(self, key: str) -> None:
+        await self._once(lambda: self._store.delete(key))
+
+    async def delete_dir(self, prefix: str) -> None:
+        await self._once(lambda: self._store.delete_dir(prefix))
+
+    async def getsize(self, key: str) -> int:
+        return await self._retrying(lambda: self._store.getsize(key))
+
+    async def is_empty(self, prefix: str) -> bool:
+        return await self._once(lambda: self._store.is_empty(prefix))
+
+    def list(self) -> AsyncIterator[str]:
+        return self._listing(self._store.list())
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        return self._listing(self._store.list_prefix(prefix))
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return self._listing(self._store.list_dir(prefix))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

@@ -403,6 +403,7 @@ def _create(ref: StoreRef, kv: KV, p: Mapping[str, Any], mode: str,
             allow_pickle: bool, cache: MetadataCache | None) -> ArrayMeta:
     from pybridge.dtypes import parse_dtype
 
+    kv.require_writable()
     dtype = parse_dtype(p["dtype"])
     kw = _create_kwargs(p, dtype, allow_pickle)
     kw["dtype"] = _zarr_dtype(dtype)

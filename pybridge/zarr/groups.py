@@ -84,6 +84,7 @@ def create_group(ref: StoreRef, kv: KV, mode: str, zarr_format: int,
             if node is not None and node.kind == "group":
                 return node
             raise AlreadyExists(f"an array exists at {_where(ref)}", path=ref.path)
+    kv.require_writable()
     zarr = import_zarr()
     try:
         with undo_new_dirs(ref):

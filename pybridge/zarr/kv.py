@@ -9,7 +9,8 @@ Open a KV with :func:`session`, a context manager: for a zip store opened
 for writing, everything written inside it becomes visible at once when the
 block ends without an exception, and nothing otherwise
 (:mod:`pybridge.zarr.zipstore`). Filesystem writes are atomic per file;
-memory writes are plain dict assignments.
+memory writes are plain dict assignments; a remote store's writes are one
+object PUT each (old or new, never a mix), through :class:`RemoteKV`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pybridge.errors import StoreError
+from pybridge.errors import ReadOnly, StoreError
 from pybridge.zarr.files import limits_for
 from pybridge.zarr.oserrors import file_error
 from pybridge.zarr.store import MemoryHolder, StoreRef, check_inside
 
-__all__ = ["KV", "confined_local_store", "session", "with_limit"]
+__all__ = ["KV", "RemoteKV", "confined_local_store", "session", "with_limit"]
 
 
 class KV:
@@ -64,6 +65,9 @@ class KV:
     def children(self, prefix: str) -> list[str]:
         """The names one level below the node ``prefix``."""
         raise NotImplementedError
+
+    def require_writable(self) -> None:
+        """Raise :class:`ReadOnly` when the store itself takes no writes (an http store)."""
 
 
 def confined_local_store(root: str, roots: tuple[str, ...], read_only: bool,
@@ -311,6 +315,112 @@ class ZipKV(KV):
         return child_names(self.archive.keys() if self.archive is not None else [], prefix)
 
 
+class RemoteKV(KV):
+    """A remote store (S3, GCS, Azure, HTTP) through its zarr-python store.
+
+    The store is :func:`pybridge.stores.open_remote_store`'s: its failures
+    are already wire errors (``not_found``, ``access_denied``,
+    ``no_such_bucket``, ``store_unavailable``, ``read_only``), credentials
+    redacted. A key's stamp is its bytes (one GET; object stores give no
+    cheaper change marker through zarr-python's store API), so a cached
+    metadata entry is only used while the documents are byte-for-byte the
+    same.
+    """
+
+    kind = "remote"
+
+    def __init__(self, ref: StoreRef, writable: bool) -> None:
+        handle = ref.remote
+        self.spec = handle.spec
+        self.location = ref.root
+        store = handle.store
+        self.zarr_store = store.with_read_only(True) if not writable and not store.read_only \
+            else store
+
+    def _run(self, coro: Any) -> Any:
+        from zarr.core.sync import sync
+
+        from pybridge.stores import store_errors
+
+        with store_errors(self.spec):
+            return sync(coro)
+
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        buf = self._run(self.zarr_store.get(key, default_buffer_prototype()))
+        if buf is None:
+            return None
+        data: bytes = buf.to_bytes()
+        what, limit, oversize = limits_for(key, limit)
+        if limit is not None and len(data) > limit:
+            raise oversize(f"the {what} {self.location}/{key} is {len(data)} bytes, "
+                           f"over the limit of {limit}", key=key, limit=limit)
+        return data
+
+    def stamp(self, key: str) -> Any:
+        return self.get(key)
+
+    def size(self, key: str) -> int | None:
+        from pybridge.errors import NotFound
+
+        try:
+            return int(self._run(self.zarr_store.getsize(key)))
+        except NotFound:
+            return None
+
+    def set(self, key: str, data: bytes) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self._run(self.zarr_store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+    def delete(self, key: str) -> None:
+        self._run(self.zarr_store.delete(key))
+
+    def require_writable(self) -> None:
+        if self.spec.read_only:
+            raise ReadOnly(f"the store {self.location} is read-only", url=self.location)
+
+    def _collect(self, items: Callable[[], Any]) -> list[str]:
+        async def collect() -> list[str]:
+            return [item async for item in items()]
+
+        out: list[str] = self._run(collect())
+        return out
+
+    def keys_under(self, prefix: str) -> list[str]:
+        if not prefix:
+            return self._collect(lambda: self.zarr_store.list())
+        return self._collect(lambda: self.zarr_store.list_prefix(prefix + "/"))
+
+    def children(self, prefix: str) -> list[str]:
+        return sorted(set(self._collect(lambda: self.zarr_store.list_dir(prefix))))
+
+
+@contextlib.contextmanager
+def _bucket_checked(ref: StoreRef) -> Iterator[None]:
+    """A ``not_found`` inside is ``no_such_bucket`` when the bucket itself is
+    missing (object stores answer a read in a missing bucket as a missing
+    key). Checked only then, with one listing: any other answer to it keeps
+    the ``not_found``."""
+    from pybridge.errors import NoSuchBucket, NotFound
+
+    try:
+        yield
+    except NotFound:
+        spec = ref.remote.spec
+        if spec.kind in ("s3", "gcs", "azure"):
+            from pybridge.stores import probe
+
+            try:
+                probe(ref.remote.store, spec)
+            except NoSuchBucket:
+                raise
+            except Exception:  # noqa: BLE001 - the first error is the answer
+                pass
+        raise
+
+
 @contextlib.contextmanager
 def session(ref: StoreRef, writable: bool = False) -> Iterator[KV]:
     """A :class:`KV` for ``ref``'s store; writes to a zip store commit at the end."""
@@ -319,6 +429,10 @@ def session(ref: StoreRef, writable: bool = False) -> Iterator[KV]:
         return
     if ref.kind == "memory":
         yield MemoryKV(ref, writable)
+        return
+    if ref.kind == "remote":
+        with _bucket_checked(ref):
+            yield RemoteKV(ref, writable)
         return
     from pybridge.zarr.zipstore import ZipSession, open_reader, session_lock
 

@@ -6,8 +6,7 @@ defmodule ZarrBridge.RemoteStoresTest do
   # zarr-python, with s3fs/gcsfs/adlfs/fsspec's HTTP file system of its own
   # (not the sidecar's store factory), is the other side.
   #
-  # Tagged :remote: excluded until the sidecar's store layer opens the
-  # remote store maps (the Makefile then includes the tag).
+  # Tagged :remote (run by default; `mix test --exclude remote` skips them).
   use ExUnit.Case, async: false
 
   @moduletag :remote

@@ -10,8 +10,11 @@ defmodule Mix.Tasks.ZarrBridge.Install do
   `PATH` (`python3.13`, `python3.12`, `python3.11`, `python3`) or with
   `--python PATH`, and installs into it the sidecar (the Python distribution
   `zarr-bridge-sidecar`, at exactly this ZarrBridge's version, from the
-  source the package ships in `priv/python`) and its dependencies at the
-  versions the project tests with (`priv/python/constraints.txt`).
+  source the package ships in `priv/python`) with its `remote` extra (the
+  object-store engines obstore, s3fs, gcsfs, adlfs and icechunk that
+  `storage: :s3`, `:gcs`, `:azure`, `:http` and `:url` run on) and its
+  dependencies at the versions the project tests with
+  (`priv/python/constraints.txt`).
 
   The environment goes to `--dir`, else the directory `config :zarr_bridge,
   python_env: DIR` names, else `_build/zarr_bridge_python` (shared by every
@@ -30,6 +33,9 @@ defmodule Mix.Tasks.ZarrBridge.Install do
   @switches [python: :string, dir: :string, force: :boolean]
   @candidates ~w(python3.13 python3.12 python3.11 python3)
   @distribution "zarr-bridge-sidecar"
+  # The extra the sidecar runs with, and the modules that prove it is installed.
+  @extra "remote"
+  @extra_modules ~w(obstore s3fs gcsfs adlfs icechunk)
 
   @impl true
   def run(args) do
@@ -81,14 +87,16 @@ defmodule Mix.Tasks.ZarrBridge.Install do
          {:ok, launch} <- Launcher.resolve(python_env: dir),
          :ok <- Launcher.check_import(launch, [], Launcher.worker_modules()),
          {out, 0} <-
-           System.cmd(launch.python, ["-P", "-c", "import pybridge; print(pybridge.__version__)"],
-             stderr_to_stdout: true
-           ),
+           System.cmd(launch.python, ["-P", "-c", version_check()], stderr_to_stdout: true),
          ^version <- String.trim(out) do
       true
     else
       _ -> false
     end
+  end
+
+  defp version_check do
+    "import pybridge, #{Enum.join(@extra_modules, ", ")}; print(pybridge.__version__)"
   end
 
   # A --python other than the one the environment was made with means a new one.
@@ -135,7 +143,12 @@ defmodule Mix.Tasks.ZarrBridge.Install do
     # the dependency's own files are never written to.
     build_src = Path.join(dir, "src")
     if source, do: File.cp_r!(source, build_src)
-    requirement = if source, do: build_src, else: "#{@distribution}==#{version}"
+
+    requirement =
+      if source,
+        do: "#{build_src}[#{@extra}]",
+        else: "#{@distribution}[#{@extra}]==#{version}"
+
     constraints = if source, do: ["-c", Path.join(source, "constraints.txt")], else: []
 
     info(
