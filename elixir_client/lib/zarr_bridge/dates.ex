@@ -113,7 +113,7 @@ defmodule ZarrBridge.Dates do
   Errors: `:invalid_params` (an element that does not fit, with `index`
   and `value` in `details`), and those of `NDArray.from_list/3`.
   """
-  @spec from_list([value], tuple, Dtype.t() | String.t(), keyword) ::
+  @spec from_list([value], tuple, NDArray.dtype() | String.t(), keyword) ::
           {:ok, NDArray.t()} | {:error, Error.t()}
   def from_list(list, shape, dtype, opts \\ []) when is_list(list) do
     {_mode, precision} = options!(opts)
@@ -132,7 +132,7 @@ defmodule ZarrBridge.Dates do
   end
 
   @doc "Like `from_list/4`, but raises `ZarrBridge.Error`."
-  @spec from_list!([value], tuple, Dtype.t() | String.t(), keyword) :: NDArray.t()
+  @spec from_list!([value], tuple, NDArray.dtype() | String.t(), keyword) :: NDArray.t()
   def from_list!(list, shape, dtype, opts \\ []), do: bang(from_list(list, shape, dtype, opts))
 
   @doc """

@@ -52,11 +52,11 @@ defmodule ZarrBridge.Nx.Types do
   @from_nx @to_nx |> Map.delete(:bool) |> Map.new(fn {dtype, type} -> {type, dtype} end)
 
   @doc "The dtypes that have an Nx type."
-  @spec dtypes() :: [Dtype.t()]
+  @spec dtypes() :: [NDArray.dtype()]
   def dtypes, do: Map.keys(@to_nx)
 
   @doc "The Nx type of a ZarrBridge dtype."
-  @spec nx_type(Dtype.t()) :: {:ok, nx_type} | {:error, Error.t()}
+  @spec nx_type(NDArray.dtype()) :: {:ok, nx_type} | {:error, Error.t()}
   def nx_type(dtype) do
     case Map.fetch(@to_nx, dtype) do
       {:ok, type} ->
@@ -71,7 +71,7 @@ defmodule ZarrBridge.Nx.Types do
   end
 
   @doc "The ZarrBridge dtype of an Nx type (`{:u, 8}` is `:uint8`)."
-  @spec dtype(term) :: {:ok, Dtype.t()} | {:error, Error.t()}
+  @spec dtype(term) :: {:ok, NDArray.dtype()} | {:error, Error.t()}
   def dtype(type) do
     case Map.fetch(@from_nx, type) do
       {:ok, dtype} ->
@@ -115,7 +115,7 @@ defmodule ZarrBridge.Nx.Types do
   (an Nx "bool" is `{:u, 8}`); other bytes are refused. Anything else is
   returned as it is (`ZarrBridge.Array.write/3` checks the dtype).
   """
-  @spec fit(NDArray.t(), Dtype.t()) :: {:ok, NDArray.t()} | {:error, Error.t()}
+  @spec fit(NDArray.t(), NDArray.dtype()) :: {:ok, NDArray.t()} | {:error, Error.t()}
   def fit(%NDArray{dtype: :uint8, data: data} = nd, :bool) do
     case for(<<b <- data>>, b > 1, do: b) do
       [] ->
