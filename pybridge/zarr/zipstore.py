@@ -216,13 +216,13 @@ def open_reader(path: str) -> ZipArchive | None:
             return hit[1]
     archive = ZipArchive(_open_zip(path), path)
     with _readers_lock:
-        old = _readers.pop(path, None)
+        _readers.pop(path, None)
         _readers[path] = (stamp, archive)
         while len(_readers) > _READERS:
             _readers.popitem(last=False)
-    if old is not None:
-        with contextlib.suppress(Exception):
-            old[1].zf.close()
+    # A replaced reader is not closed here: a request that took it before
+    # the archive changed may still be reading from it ("Attempt to use ZIP
+    # archive that was already closed"). It closes when its last user drops it.
     return archive
 
 
